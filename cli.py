@@ -1,0 +1,74 @@
+"""Command line: ``python cli.py fit|validate|test|predict --config configs/<name>.yaml``.
+
+A thin :class:`~lightning.pytorch.cli.LightningCLI` over the shared ResNet18 module and CIFAR-10 data module. A run
+lives in one directory, ``trainer.default_root_dir`` (each config sets ``runs/<config name>``): TensorBoard events
+and ``config.yaml`` at its top, checkpoints in ``checkpoints/`` with ``last.ckpt`` always kept, so that
+``--ckpt_path last`` resumes an interrupted run in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from datamodules import CIFAR10DataModule
+from lit_modules import ResNet18Classifier
+
+DEFAULT_ROOT_DIR = "runs/default"
+
+
+class PruningCLI(LightningCLI):
+    """LightningCLI with this project's defaults: one directory per run, ``last.ckpt``, a rich progress bar."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--checkpoint.*`` (a ModelCheckpoint that always keeps ``last.ckpt``)."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+
+    def before_instantiate_classes(self) -> None:
+        """Put the TensorBoard logs and checkpoints of a run directly under ``trainer.default_root_dir``."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.default_root_dir is None:
+            trainer.default_root_dir = DEFAULT_ROOT_DIR
+        if trainer.logger is None or trainer.logger is True:
+            # No name/version sub-folders, so a resumed run finds checkpoints/last.ckpt and appends to its logs.
+            trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=trainer.default_root_dir, name="", version="", default_hp_metric=False),
+            )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        if config.get("enable_progress_bar") is False:
+            self.trainer_defaults = {key: value for key, value in self.trainer_defaults.items() if key != "callbacks"}
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
+    """Run the command line (``args=None`` reads ``sys.argv``).
+
+    Args:
+        args: Arguments instead of ``sys.argv[1:]``, as in ``["fit", "--config", "configs/quickstart.yaml"]``.
+        run: Whether to run the subcommand; ``False`` only parses and instantiates (``args`` then has no
+            subcommand).
+
+    Returns:
+        The CLI object, with ``.trainer``, ``.model`` and ``.datamodule``.
+    """
+    return PruningCLI(
+        ResNet18Classifier,
+        CIFAR10DataModule,
+        seed_everything_default=0,
+        trainer_defaults={"callbacks": [RichProgressBar()]},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Pruning and sparse-training callbacks for PyTorch Lightning, built on one mask engine.
+
+The engine (plain functions on tensors, unit-tested): :mod:`~pruning_callbacks.masks`,
+:mod:`~pruning_callbacks.parameters`, :mod:`~pruning_callbacks.scores`, :mod:`~pruning_callbacks.distributions`,
+:mod:`~pruning_callbacks.selection`, :mod:`~pruning_callbacks.schedules`, :mod:`~pruning_callbacks.apply`.
+The callbacks wire Lightning hooks to it: :class:`MaskedTraining` (the base) and the methods.
+"""
+
+from pruning_callbacks.base import MaskedTraining
+from pruning_callbacks.masks import Masks
+from pruning_callbacks.prune_at_init import PruneAtInit
+
+__all__ = ["MaskedTraining", "Masks", "PruneAtInit"]
