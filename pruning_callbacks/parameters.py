@@ -1,0 +1,104 @@
+"""Resolve the set of prunable parameters of a model once, by full parameter name."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+_PRUNABLE_MODULES = (nn.modules.conv._ConvNd, nn.Linear)
+_MAX_NAMES_SHOWN = 8
+
+
+def _name_list(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES_SHOWN])
+    if len(names) > _MAX_NAMES_SHOWN:
+        shown += ", ..."
+    return f"{shown} ({len(names)} in all)"
+
+
+def _matches(pattern: str, param_name: str, module_name: str) -> bool:
+    return fnmatch.fnmatchcase(param_name, pattern) or fnmatch.fnmatchcase(module_name, pattern)
+
+
+def _check_patterns(argument: str, patterns: Sequence[str] | None) -> list[str]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        raise TypeError(f"{argument} must be a list of patterns, got the string '{patterns}'; write ['{patterns}'].")
+    return list(patterns)
+
+
+def prunable_parameters(
+    module: nn.Module,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> dict[str, nn.Parameter]:
+    """Return the prunable weights of ``module`` by full parameter name, in ``named_modules`` order.
+
+    The candidates are the ``weight`` of every convolution (``nn.modules.conv._ConvNd``) and ``nn.Linear``.
+    Biases and normalisation layers are never pruned. A weight shared by several modules is listed once,
+    under its first name.
+
+    Patterns are ``fnmatch`` globs (case-sensitive) matched against the full parameter name
+    (``layer1.0.conv1.weight``) and against the module name (``layer1.0.conv1``), so ``exclude=["conv1",
+    "linear"]`` keeps a ResNet's stem and classifier dense.
+
+    Args:
+        module: The model.
+        include: Keep only candidates matching at least one pattern. ``None`` keeps every candidate.
+        exclude: Drop candidates matching any pattern (applied after ``include``).
+
+    Raises:
+        ValueError: If a pattern matches no candidate, or if no parameter is left.
+        TypeError: If ``include`` or ``exclude`` is a single string instead of a list.
+    """
+    include_patterns = _check_patterns("include", include)
+    exclude_patterns = _check_patterns("exclude", exclude)
+
+    candidates: list[tuple[str, str, nn.Parameter]] = []
+    seen: set[int] = set()
+    for module_name, submodule in module.named_modules():
+        if not isinstance(submodule, _PRUNABLE_MODULES):
+            continue
+        weight = submodule.weight
+        if not isinstance(weight, nn.Parameter) or id(weight) in seen:
+            continue
+        seen.add(id(weight))
+        param_name = f"{module_name}.weight" if module_name else "weight"
+        candidates.append((param_name, module_name, weight))
+
+    candidate_names = [name for name, _, _ in candidates]
+    if not candidates:
+        raise ValueError(f"{type(module).__name__} has no convolution or linear weight to prune.")
+    for argument, patterns in (("include", include_patterns), ("exclude", exclude_patterns)):
+        for pattern in patterns:
+            if not any(_matches(pattern, name, module_name) for name, module_name, _ in candidates):
+                raise ValueError(
+                    f"{argument} pattern '{pattern}' matches no prunable parameter; "
+                    f"prunable parameters: {_name_list(candidate_names)}"
+                )
+
+    selected = {
+        name: weight
+        for name, module_name, weight in candidates
+        if (include is None or any(_matches(p, name, module_name) for p in include_patterns))
+        and not any(_matches(p, name, module_name) for p in exclude_patterns)
+    }
+    if not selected:
+        raise ValueError(
+            f"no prunable parameter is left after include={include_patterns} and exclude={exclude_patterns}; "
+            f"prunable parameters: {_name_list(candidate_names)}"
+        )
+    return selected
+
+
+def parameter_shapes(params: Mapping[str, Tensor]) -> dict[str, torch.Size]:
+    """Return ``name -> shape`` for ``params``, e.g. to feed :func:`~pruning_callbacks.distributions.layer_keep_counts`.
+
+    Args:
+        params: Parameter name to tensor.
+    """
+    return {name: tensor.shape for name, tensor in params.items()}

@@ -1,0 +1,235 @@
+"""Top-k selection: pure functions ``(scores, current masks) -> new masks``.
+
+Modelled on open_lth's ``pruning/sparse_global.py``. Only weights the current masks keep are candidates,
+so a pruned weight never comes back and the new masks are always a subset of the old ones. Ties are
+broken by position (lower index first; across layers, earlier layer first), so a requested count is hit
+exactly and the result is deterministic on every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from pruning_callbacks.distributions import layer_keep_counts
+from pruning_callbacks.masks import Masks
+
+SCOPES = ("global", "layerwise")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # float16/bfloat16 widen exactly to float32, so ties survive; integers and float64 need float64.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float64
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask with exactly ``k`` True entries at the ``k`` highest ``scores``.
+
+    Among equal scores the lower index is kept. Runs in O(n) without a host sync: the threshold is the
+    k-th largest value (``torch.kthvalue``), every score above it is kept, and the first ``need`` scores
+    equal to it (by ``cumsum``) fill the rest. Scores must not contain NaN.
+
+    Args:
+        scores: 1-D scores on any device, any floating or integer dtype.
+        k: Number of entries to keep, in ``[0, scores.numel()]``.
+
+    Raises:
+        ValueError: If ``scores`` is not 1-D or ``k`` is out of range.
+    """
+    if scores.dim() != 1:
+        raise ValueError(f"topk_mask needs 1-D scores, got shape {tuple(scores.shape)}.")
+    numel = scores.numel()
+    if not 0 <= k <= numel:
+        raise ValueError(f"k must be in [0, {numel}], got {k}.")
+    if k == 0:
+        return torch.zeros(numel, dtype=torch.bool, device=scores.device)
+    if k == numel:
+        return torch.ones(numel, dtype=torch.bool, device=scores.device)
+    values = scores.detach().to(_compute_dtype(scores.dtype))
+    threshold = torch.kthvalue(values, numel - k + 1).values
+    above = values > threshold
+    at_threshold = values == threshold
+    need = k - above.sum()
+    return above | (at_threshold & (torch.cumsum(at_threshold, dim=0) <= need))
+
+
+def _check_scores(scores: Mapping[str, Tensor], masks: Masks) -> None:
+    if set(scores) != set(masks):
+        missing = [name for name in masks if name not in scores]
+        unexpected = [name for name in scores if name not in masks]
+        raise ValueError(
+            f"scores must cover exactly the masked parameters; missing: {missing}, unexpected: {unexpected}."
+        )
+    for name, mask in masks.items():
+        if scores[name].shape != mask.shape:
+            raise ValueError(
+                f"scores for '{name}' have shape {tuple(scores[name].shape)} but its mask has shape "
+                f"{tuple(mask.shape)}."
+            )
+    has_nan = [torch.isnan(scores[name]).any() for name in masks]
+    for name, nan in zip(masks, has_nan, strict=True):
+        if bool(nan):
+            raise ValueError(f"scores for '{name}' contain NaN.")
+
+
+def _alive_scores(scores: Mapping[str, Tensor], masks: Masks) -> dict[str, Tensor]:
+    """The scores of the weights each mask still keeps, flattened in storage order."""
+    dtypes = {_compute_dtype(score.dtype) for score in scores.values()}
+    dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+    return {
+        name: scores[name].detach().to(mask.device, dtype).reshape(-1)[mask.reshape(-1)] for name, mask in masks.items()
+    }
+
+
+def _scatter(mask: Tensor, kept_alive: Tensor) -> Tensor:
+    new_mask = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
+    new_mask[mask.reshape(-1)] = kept_alive.to(mask.device)
+    return new_mask.reshape(mask.shape)
+
+
+def select_global(scores: Mapping[str, Tensor], masks: Masks, keep: int) -> Masks:
+    """Keep the ``keep`` highest-scoring weights over all layers jointly, among those ``masks`` keeps.
+
+    Global magnitude pruning as in Frankle & Carbin 2019 (https://arxiv.org/abs/1803.03635). Ties are
+    broken by position in the concatenation of the layers in parameter order.
+
+    Args:
+        scores: Parameter name to scores of the parameter's shape (higher = more important).
+        masks: The current masks; weights they prune are never selected.
+        keep: Number of weights to keep in all.
+
+    Raises:
+        ValueError: If scores and masks cover different parameters or shapes, a score is NaN, or ``keep``
+            is negative or more than the weights that remain.
+    """
+    _check_scores(scores, masks)
+    remaining = masks.remaining()
+    if not 0 <= keep <= remaining:
+        raise ValueError(f"cannot keep {keep} weights: only {remaining} of {masks.total} remain (masks only shrink).")
+    alive = _alive_scores(scores, masks)
+    device = next(iter(masks.values())).device
+    kept = topk_mask(torch.cat([values.to(device) for values in alive.values()]), keep)
+    pieces = torch.split(kept, list(masks.remaining_per_layer().values()))
+    new_masks = {name: _scatter(mask, piece) for (name, mask), piece in zip(masks.items(), pieces, strict=True)}
+    return Masks._wrap(new_masks)
+
+
+def select_layerwise(scores: Mapping[str, Tensor], masks: Masks, keep: Mapping[str, int]) -> Masks:
+    """Keep the ``keep[name]`` highest-scoring weights of each layer, among those ``masks`` keeps.
+
+    Args:
+        scores: Parameter name to scores of the parameter's shape (higher = more important).
+        masks: The current masks; weights they prune are never selected.
+        keep: Parameter name to the number of weights to keep in that layer.
+
+    Raises:
+        ValueError: If scores, masks and ``keep`` cover different parameters, shapes differ, a score is
+            NaN, or a layer is asked to keep a negative number or more than remain in it.
+    """
+    _check_scores(scores, masks)
+    if set(keep) != set(masks):
+        missing = [name for name in masks if name not in keep]
+        unexpected = [name for name in keep if name not in masks]
+        raise ValueError(
+            f"keep must give a count for exactly the masked parameters; missing: {missing}, unexpected: {unexpected}."
+        )
+    remaining = masks.remaining_per_layer()
+    for name in masks:
+        if not 0 <= keep[name] <= remaining[name]:
+            raise ValueError(
+                f"cannot keep {keep[name]} weights in '{name}': only {remaining[name]} of "
+                f"{masks[name].numel()} remain (masks only shrink)."
+            )
+    alive = _alive_scores(scores, masks)
+    return Masks._wrap({name: _scatter(mask, topk_mask(alive[name], keep[name])) for name, mask in masks.items()})
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'.")
+
+
+def prune_to_sparsity(
+    scores: Mapping[str, Tensor],
+    masks: Masks,
+    target_sparsity: float,
+    scope: str = "global",
+    distribution: str = "uniform",
+    layer_sparsity: Mapping[str, float] | None = None,
+    *,
+    first_layer: str | None = None,
+    last_layer: str | None = None,
+    erk_power_scale: float = 1.0,
+) -> Masks:
+    """Prune to exactly ``target_sparsity``, keeping the highest-scoring weights that are still alive.
+
+    In ``global`` scope, ``round((1 - target_sparsity) * total)`` weights are kept, chosen over all layers
+    jointly. In ``layerwise`` scope, each layer keeps the count
+    :func:`~pruning_callbacks.distributions.layer_keep_counts` gives for ``distribution``.
+
+    Args:
+        scores: Parameter name to scores of the parameter's shape (higher = more important).
+        masks: The current masks; weights they prune are never selected.
+        target_sparsity: Global fraction of weights to prune, in ``[0, 1)`` (ignored for ``custom``).
+        scope: ``global`` or ``layerwise``.
+        distribution: Layer-wise density distribution; only ``uniform`` (the default) with ``global``.
+        layer_sparsity: Pattern -> sparsity map for ``distribution="custom"``.
+        first_layer: See :func:`~pruning_callbacks.distributions.layer_keep_counts`.
+        last_layer: See :func:`~pruning_callbacks.distributions.layer_keep_counts`.
+        erk_power_scale: See :func:`~pruning_callbacks.distributions.layer_keep_counts`.
+
+    Raises:
+        ValueError: On an unknown scope, a distribution or ``layer_sparsity`` given with ``global`` scope,
+            a ``target_sparsity`` outside ``[0, 1)``, masks already sparser than the target, or any error
+            of :func:`select_global` / :func:`select_layerwise` / ``layer_keep_counts``.
+    """
+    _check_scope(scope)
+    if scope == "global":
+        if distribution != "uniform" or layer_sparsity is not None:
+            raise ValueError(
+                f"distribution applies only to scope 'layerwise', got distribution '{distribution}' with "
+                f"scope 'global'."
+            )
+        if not 0.0 <= target_sparsity < 1.0:
+            raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}.")
+        return select_global(scores, masks, round((1.0 - target_sparsity) * masks.total))
+    shapes = {name: mask.shape for name, mask in masks.items()}
+    counts = layer_keep_counts(
+        distribution,
+        shapes,
+        target_sparsity,
+        layer_sparsity=layer_sparsity,
+        first_layer=first_layer,
+        last_layer=last_layer,
+        erk_power_scale=erk_power_scale,
+    )
+    return select_layerwise(scores, masks, counts)
+
+
+def prune_fraction(scores: Mapping[str, Tensor], masks: Masks, fraction: float, scope: str = "global") -> Masks:
+    """Remove ``fraction`` of the weights that currently remain, as iterative magnitude pruning does.
+
+    Global scope removes ``round(fraction * remaining)`` weights over all layers jointly; layerwise scope
+    removes ``round(fraction * remaining_in_layer)`` from each layer. Frankle & Carbin 2019
+    (https://arxiv.org/abs/1803.03635) prune 20% per round this way.
+
+    Args:
+        scores: Parameter name to scores of the parameter's shape (higher = more important).
+        masks: The current masks; weights they prune are never selected.
+        fraction: Fraction of the remaining weights to remove, in ``[0, 1)``.
+        scope: ``global`` or ``layerwise``.
+
+    Raises:
+        ValueError: On an unknown scope, a ``fraction`` outside ``[0, 1)``, or any error of
+            :func:`select_global` / :func:`select_layerwise`.
+    """
+    _check_scope(scope)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}.")
+    if scope == "global":
+        remaining = masks.remaining()
+        return select_global(scores, masks, remaining - round(fraction * remaining))
+    keep = {name: left - round(fraction * left) for name, left in masks.remaining_per_layer().items()}
+    return select_layerwise(scores, masks, keep)

@@ -1,0 +1,79 @@
+"""The command line: every config instantiates, fit writes logs and last.ckpt, test reports test/acc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from cli import main
+from datamodules import CIFAR10DataModule
+from lit_modules import ResNet18, ResNet18Classifier
+from pruning_callbacks import MaskedTraining
+from tests.helpers import REPO, tiny_overrides
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert {"dense.yaml", "quickstart.yaml", "quickstart_sparse.yaml"} <= {path.name for path in CONFIGS}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+def test_every_config_parses_and_instantiates(config, cifar_dir, tmp_path):
+    cli = main(["--config", str(config), *tiny_overrides(cifar_dir, tmp_path)], run=False)
+    assert isinstance(cli.model, ResNet18Classifier) and cli.model.hparams.width == 4
+    assert isinstance(cli.datamodule, CIFAR10DataModule)
+    checkpoints = [cb for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    assert len(checkpoints) == 1 and checkpoints[0].save_last
+    assert Path(cli.trainer.default_root_dir) == tmp_path
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+def test_every_config_runs_fast_dev_run(config, cifar_dir, tmp_path):
+    cli = main(["fit", "--config", str(config), *tiny_overrides(cifar_dir, tmp_path), "--trainer.fast_dev_run", "2"])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2
+
+
+def test_the_dense_config_is_the_seed_recipe(cifar_dir, tmp_path):
+    cli = main(["--config", str(REPO / "configs" / "dense.yaml"), "--data.data_dir", str(cifar_dir)], run=False)
+    hp = cli.model.hparams
+    assert (hp.width, hp.optimizer, hp.lr, hp.momentum, hp.weight_decay) == (64, "sgd", 0.1, 0.9, 5e-4)
+    assert (hp.lr_scheduler, list(hp.milestones), hp.gamma) == ("multistep", [60, 120, 160], 0.2)
+    assert cli.trainer.max_epochs == 200 and cli.datamodule.hparams.batch_size == 128
+    assert sum(p.numel() for p in cli.model.parameters()) == 11_173_962
+
+
+def test_fit_writes_events_and_last_ckpt_then_test_and_resume_work(cifar_dir, tmp_path):
+    config = str(REPO / "configs" / "quickstart_sparse.yaml")
+    fit = main(["fit", "--config", config, *tiny_overrides(cifar_dir, tmp_path)])
+    assert not any(isinstance(cb, RichProgressBar) for cb in fit.trainer.callbacks)  # disabled by the overrides
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.exists() and list(tmp_path.glob("events.out.tfevents.*")) and (tmp_path / "config.yaml").exists()
+    assert "val/acc" in fit.trainer.callback_metrics and "sparsity/global" in fit.trainer.callback_metrics
+    checkpoint = torch.load(last, weights_only=True)
+    ResNet18(width=4).load_state_dict(checkpoint["state_dict"], strict=True)
+
+    tested = main(["test", "--config", config, *tiny_overrides(cifar_dir, tmp_path), "--ckpt_path", str(last)])
+    assert 0.0 <= float(tested.trainer.callback_metrics["test/acc"]) <= 1.0
+
+    resumed = main(["fit", "--config", config, *tiny_overrides(cifar_dir, tmp_path, epochs=2), "--ckpt_path", "last"])
+    assert resumed.trainer.current_epoch == 2
+    assert resumed.trainer.global_step == 2 * fit.trainer.global_step
+    callback = next(cb for cb in resumed.trainer.callbacks if isinstance(cb, MaskedTraining))
+    assert callback.mask_updates == 1  # restored from the checkpoint, not computed again
+
+
+def test_default_run_has_a_rich_progress_bar(cifar_dir, tmp_path):
+    overrides = [*tiny_overrides(cifar_dir, tmp_path), "--trainer.enable_progress_bar", "true"]
+    cli = main(["--config", str(REPO / "configs" / "quickstart.yaml"), *overrides], run=False)
+    assert any(isinstance(cb, RichProgressBar) for cb in cli.trainer.callbacks)
+
+
+def test_bad_callback_value_in_config_is_a_config_time_error(cifar_dir, tmp_path):
+    config = str(REPO / "configs" / "quickstart_sparse.yaml")
+    with pytest.raises((ValueError, SystemExit)):
+        main(["--config", config, *tiny_overrides(cifar_dir, tmp_path), "--trainer.callbacks.target_sparsity", "1.5"],
+             run=False)  # fmt: skip
