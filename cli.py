@@ -25,9 +25,13 @@ class PruningCLI(LightningCLI):
     """LightningCLI with this project's defaults: one directory per run, ``last.ckpt``, a rich progress bar."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add ``--checkpoint.*`` (a ModelCheckpoint that always keeps ``last.ckpt``)."""
+        """Add ``--checkpoint.*``: a ModelCheckpoint that keeps the latest epoch's checkpoint and ``last.ckpt``."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # Lightning writes last.ckpt only when it also writes a top-k checkpoint, so save_top_k stays at 1.
+        # Saving at the end of the training epoch (after validation, and after every other callback's
+        # on_train_epoch_end, since Lightning runs checkpoint callbacks last) captures what pruning callbacks
+        # change at the epoch's end; a checkpoint taken at validation end would miss it.
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True})
 
     def before_instantiate_classes(self) -> None:
         """Put the TensorBoard logs and checkpoints of a run directly under ``trainer.default_root_dir``."""

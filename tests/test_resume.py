@@ -8,17 +8,18 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.helpers import REPO, tiny_overrides
 
 
-def cli_fit(cifar_dir, root, *extra: str) -> subprocess.CompletedProcess:
+def cli_fit(cifar_dir, root, loader: list[str], *extra: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "cli.py", "fit", "--config", "configs/quickstart.yaml",
         *tiny_overrides(cifar_dir, root, epochs=3),
         "--trainer.deterministic", "true",
-        "--data.num_workers", "2",
+        *loader,
         "--trainer.callbacks+=tests.helpers.EpochPruner", "--trainer.callbacks.fraction=0.3",
         *extra,
     ]  # fmt: skip
@@ -26,16 +27,24 @@ def cli_fit(cifar_dir, root, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_run(cifar_dir, tmp_path):
-    straight = cli_fit(cifar_dir, tmp_path / "straight")
+# Both data paths: a DataLoader with worker processes, and the device-resident loader (on the CPU here).
+LOADERS = {
+    "dataloader_workers": ["--data.num_workers", "2", "--data.gpu_resident", "false"],
+    "resident": ["--data.gpu_resident", "true"],
+}
+
+
+@pytest.mark.parametrize("loader", LOADERS.values(), ids=LOADERS.keys())
+def test_sigkill_then_resume_matches_the_uninterrupted_run(cifar_dir, tmp_path, loader):
+    straight = cli_fit(cifar_dir, tmp_path / "straight", loader)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     interrupted_root = tmp_path / "interrupted"
     # 96 images in batches of 16: 6 steps per epoch; step 9 is in the middle of the second epoch.
-    killed = cli_fit(cifar_dir, interrupted_root, "--trainer.callbacks+=tests.helpers.SigkillAtStep",
+    killed = cli_fit(cifar_dir, interrupted_root, loader, "--trainer.callbacks+=tests.helpers.SigkillAtStep",
                      "--trainer.callbacks.step=9")  # fmt: skip
     assert killed.returncode == -signal.SIGKILL
-    resumed = cli_fit(cifar_dir, interrupted_root, "--ckpt_path", "last")
+    resumed = cli_fit(cifar_dir, interrupted_root, loader, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
 

@@ -1,0 +1,5 @@
+"""Lightning datamodules."""
+
+from datamodules.cifar10 import CIFAR10DataModule
+
+__all__ = ["CIFAR10DataModule"]
