@@ -11,14 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
 
 DEFAULT_ROOT_DIR = "runs/default"
+
+
+class FitConfigSaver(SaveConfigCallback):
+    """Write ``config.yaml`` into the run directory for ``fit`` only, so ``test`` does not overwrite it."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Save the config when fitting."""
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
 
 class PruningCLI(LightningCLI):
@@ -68,6 +77,7 @@ def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
         CIFAR10DataModule,
         seed_everything_default=0,
         trainer_defaults={"callbacks": [RichProgressBar()]},
+        save_config_callback=FitConfigSaver,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
