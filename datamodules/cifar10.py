@@ -6,16 +6,15 @@ https://www.cs.toronto.edu/~kriz/learning-features-2009-TR.pdf) has 50,000 train
 
 Every random choice in training is a pure function of ``(seed, epoch, sample position)``: the shuffle order comes
 from :class:`EpochSeededSampler` and the crop offsets and flips from :func:`augmentation_plan`, both drawn on a
-CPU generator seeded by :func:`derive_seed`. A resumed run therefore sees exactly the batches an uninterrupted run
-would have seen, whatever the number of workers, the device or the number of DDP ranks. Augmentation runs on whole
-batches after they reach the device (:meth:`CIFAR10DataModule.on_after_batch_transfer`), so the loaders only move
-uint8 tensors.
+CPU generator seeded by :func:`pruning_callbacks.seeding.derive_seed`. A resumed run therefore sees exactly the
+batches an uninterrupted run would have seen, whatever the number of workers, the device or the number of DDP ranks.
+Augmentation runs on whole batches after they reach the device (:meth:`CIFAR10DataModule.on_after_batch_transfer`),
+so the loaders only move uint8 tensors.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 import pickle
@@ -35,6 +34,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from typing_extensions import override
+
+from pruning_callbacks.seeding import generator as seeded_generator
+from pruning_callbacks.seeding import global_seed
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
@@ -60,24 +62,6 @@ TEST_BATCH = "test_batch"
 _DECODE_CHUNK = 2048
 
 
-def derive_seed(seed: int, epoch: int, stream: str) -> int:
-    """Mix a run seed, an epoch and a stream name into a 63-bit seed for ``torch.Generator.manual_seed``.
-
-    Equal to ``pruning_callbacks.seeding.derive_seed(seed, stream, epoch)``; kept here so the datamodule does not
-    depend on the pruning package. Never touches global RNG state.
-
-    Args:
-        seed: The run seed.
-        epoch: The training epoch.
-        stream: What the seed is for (``"shuffle"`` or ``"augment"``), so the two draws are independent.
-
-    Returns:
-        A non-negative integer below ``2**63``.
-    """
-    text = f"{seed}/{stream}/{epoch}"
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
-
-
 def augmentation_plan(seed: int, epoch: int, num_samples: int) -> tuple[Tensor, Tensor]:
     """Draw one epoch's crop offsets and flips for every training sample, on the CPU.
 
@@ -90,7 +74,7 @@ def augmentation_plan(seed: int, epoch: int, num_samples: int) -> tuple[Tensor, 
         ``shifts`` of shape ``(num_samples, 2)`` (int64 row and column offsets of the crop in the padded image,
         each in ``[0, 2 * PADDING]``) and ``flips`` of shape ``(num_samples,)`` (bool, ``True`` = mirror).
     """
-    generator = torch.Generator().manual_seed(derive_seed(seed, epoch, "augment"))
+    generator = seeded_generator(seed, "augment", epoch)
     shifts = torch.randint(0, 2 * PADDING + 1, (num_samples, 2), generator=generator)
     flips = torch.randint(0, 2, (num_samples,), generator=generator).bool()
     return shifts, flips
@@ -157,8 +141,8 @@ def normalize(images: Tensor) -> Tensor:
 class EpochSeededSampler(DistributedSampler):
     """A DistributedSampler whose order is a pure function of ``(seed, epoch)``.
 
-    The permutation of one epoch is drawn from ``torch.Generator().manual_seed(derive_seed(seed, epoch,
-    "shuffle"))`` on the CPU and sharded exactly like :class:`~torch.utils.data.DistributedSampler` (padded with
+    The permutation of one epoch is drawn from ``seeded_generator(seed, "shuffle", epoch)`` on the CPU and
+    sharded exactly like :class:`~torch.utils.data.DistributedSampler` (padded with
     the first indices to a multiple of ``num_replicas``, then every ``num_replicas``-th index from ``rank``).
     Because it is a ``DistributedSampler``, Lightning neither replaces nor wraps it under DDP, and it calls
     :meth:`set_epoch` at the start of every epoch.
@@ -192,7 +176,7 @@ class EpochSeededSampler(DistributedSampler):
     def epoch_indices(self) -> Tensor:
         """This rank's indices for the current epoch, as an int64 CPU tensor."""
         if self.shuffle:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "shuffle"))
+            generator = seeded_generator(self.seed, "shuffle", self.epoch)
             order = torch.randperm(self.dataset_size, generator=generator)
         else:
             order = torch.arange(self.dataset_size)
@@ -541,7 +525,7 @@ class CIFAR10DataModule(LightningDataModule):
         """
         if self.train_split is None:
             self._load_and_split()
-        self.resolved_seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        self.resolved_seed = self.seed if self.seed is not None else global_seed()
         self._plan = None
         device = self._root_device()
         self.resident = device.type == "cuda" if self.gpu_resident is None else self.gpu_resident
