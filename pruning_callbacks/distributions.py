@@ -55,7 +55,7 @@ def register_distribution(name: str) -> Callable[[DensityFn], DensityFn]:
         ValueError: If ``name`` is already registered or is the reserved name ``custom``.
     """
     if name in DISTRIBUTIONS or name == CUSTOM:
-        raise ValueError(f"distribution '{name}' is already registered; known distributions: {_known()}")
+        raise ValueError(f"distribution '{name}' is already registered; known distributions: {known_distributions()}")
 
     def decorator(density_fn: DensityFn) -> DensityFn:
         DISTRIBUTIONS[name] = density_fn
@@ -64,7 +64,8 @@ def register_distribution(name: str) -> Callable[[DensityFn], DensityFn]:
     return decorator
 
 
-def _known() -> str:
+def known_distributions() -> str:
+    """The names ``distribution`` accepts, sorted and comma-separated (for error messages)."""
     return ", ".join(sorted([*DISTRIBUTIONS, CUSTOM]))
 
 
@@ -333,7 +334,8 @@ def _custom_counts(shapes: Mapping[str, torch.Size], layer_sparsity: Mapping[str
     return counts
 
 
-def _check_target(target_sparsity: float | None) -> float:
+def check_target_sparsity(target_sparsity: float | None) -> float:
+    """Return ``target_sparsity`` as a float, or raise a one-line ValueError if it is not in ``[0, 1)``."""
     if target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}.")
     return float(target_sparsity)
@@ -376,7 +378,7 @@ def layer_keep_counts(
             given for a distribution other than ``custom``.
     """
     if distribution != CUSTOM and distribution not in DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution '{distribution}'; known distributions: {_known()}")
+        raise ValueError(f"unknown distribution '{distribution}'; known distributions: {known_distributions()}")
     if len(shapes) == 0:
         raise ValueError("layer_keep_counts needs at least one layer, got no shapes.")
     numels = _numels(shapes)
@@ -390,7 +392,7 @@ def layer_keep_counts(
         return _custom_counts(shapes, layer_sparsity)
     if layer_sparsity is not None:
         raise ValueError(f"layer_sparsity applies only to distribution 'custom', got distribution '{distribution}'.")
-    target_sparsity = _check_target(target_sparsity)
+    target_sparsity = check_target_sparsity(target_sparsity)
     if erk_power_scale < 0:
         raise ValueError(f"erk_power_scale must be >= 0, got {erk_power_scale}.")
     names = list(shapes)

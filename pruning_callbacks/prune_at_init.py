@@ -8,11 +8,10 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.distributions import DISTRIBUTIONS
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.scores import ScoreContext, compute_scores, get_score
 from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import SCOPES, prune_to_sparsity
+from pruning_callbacks.selection import check_pruning_request, prune_to_sparsity
 
 
 class PruneAtInit(MaskedTraining):
@@ -59,21 +58,7 @@ class PruneAtInit(MaskedTraining):
     ) -> None:
         super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
         get_score(score)
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-        known = sorted([*DISTRIBUTIONS, "custom"])
-        if distribution not in known:
-            raise ValueError(f"unknown distribution {distribution!r}; known distributions: {', '.join(known)}")
-        if scope == "global" and distribution != "uniform":
-            raise ValueError(
-                f"distribution {distribution!r} applies only to scope 'layerwise'; use scope: layerwise or "
-                "leave distribution at 'uniform' with scope: global"
-            )
-        if distribution == "custom":
-            if not layer_sparsity:
-                raise ValueError("distribution 'custom' needs layer_sparsity: a map of layer pattern to sparsity")
-        elif target_sparsity is None or not 0 <= target_sparsity < 1:
-            raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}")
+        check_pruning_request(target_sparsity, scope, distribution, layer_sparsity)
         self.target_sparsity = target_sparsity
         self.score = score
         self.scope = scope

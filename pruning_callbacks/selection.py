@@ -13,7 +13,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from pruning_callbacks.distributions import layer_keep_counts
+from pruning_callbacks.distributions import (
+    CUSTOM,
+    DISTRIBUTIONS,
+    check_target_sparsity,
+    known_distributions,
+    layer_keep_counts,
+)
 from pruning_callbacks.masks import Masks
 
 SCOPES = ("global", "layerwise")
@@ -151,6 +157,44 @@ def _check_scope(scope: str) -> None:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'.")
 
 
+def check_pruning_request(
+    target_sparsity: float | None,
+    scope: str = "global",
+    distribution: str = "uniform",
+    layer_sparsity: Mapping[str, float] | None = None,
+) -> None:
+    """Validate the arguments of :func:`prune_to_sparsity` without any tensors.
+
+    Callbacks call this in ``__init__`` so that a bad YAML value fails at config time, with the same one-line
+    message :func:`prune_to_sparsity` would give later.
+
+    Args:
+        target_sparsity: Global fraction of weights to prune; may be ``None`` only for ``custom``.
+        scope: ``global`` or ``layerwise``.
+        distribution: A registered distribution or ``custom``.
+        layer_sparsity: Pattern -> sparsity map, for ``custom`` only.
+
+    Raises:
+        ValueError: On an unknown scope or distribution, a distribution given with ``global`` scope,
+            ``custom`` without ``layer_sparsity`` (or ``layer_sparsity`` without ``custom``), or a
+            ``target_sparsity`` outside ``[0, 1)``.
+    """
+    _check_scope(scope)
+    if scope == "global" and (distribution != "uniform" or layer_sparsity is not None):
+        raise ValueError(
+            f"distribution applies only to scope 'layerwise', got distribution '{distribution}' with scope 'global'."
+        )
+    if distribution != CUSTOM and distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution '{distribution}'; known distributions: {known_distributions()}")
+    if distribution == CUSTOM:
+        if not layer_sparsity:
+            raise ValueError("distribution 'custom' needs layer_sparsity (a map of layer pattern -> sparsity).")
+        return
+    if layer_sparsity is not None:
+        raise ValueError(f"layer_sparsity applies only to distribution 'custom', got distribution '{distribution}'.")
+    check_target_sparsity(target_sparsity)
+
+
 def prune_to_sparsity(
     scores: Mapping[str, Tensor],
     masks: Masks,
@@ -185,15 +229,8 @@ def prune_to_sparsity(
             a ``target_sparsity`` outside ``[0, 1)``, masks already sparser than the target, or any error
             of :func:`select_global` / :func:`select_layerwise` / ``layer_keep_counts``.
     """
-    _check_scope(scope)
+    check_pruning_request(target_sparsity, scope, distribution, layer_sparsity)
     if scope == "global":
-        if distribution != "uniform" or layer_sparsity is not None:
-            raise ValueError(
-                f"distribution applies only to scope 'layerwise', got distribution '{distribution}' with "
-                f"scope 'global'."
-            )
-        if not 0.0 <= target_sparsity < 1.0:
-            raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}.")
         return select_global(scores, masks, round((1.0 - target_sparsity) * masks.total))
     shapes = {name: mask.shape for name, mask in masks.items()}
     counts = layer_keep_counts(
