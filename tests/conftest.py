@@ -6,9 +6,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.synthetic import write_image_folder
 
 from tests.helpers import REPO
+from tests.synthetic import write_image_folder
 
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
