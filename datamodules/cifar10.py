@@ -673,7 +673,9 @@ class CIFAR10DataModule(LightningDataModule):
             ``(float32 normalised images, labels)``.
         """
         images, labels = batch[0], batch[1]
-        if self.trainer is not None and self.trainer.training:
+        # Only training batches carry positions; an evaluation batch seen while training (a callback measuring
+        # test accuracy between pruning rounds, say) is normalised but never augmented.
+        if len(batch) == 3 and self.trainer is not None and self.trainer.training:
             # The sampler's epoch, not trainer.current_epoch: both orders and augmentations follow set_epoch.
             epoch = self._train_sampler.epoch if self._train_sampler is not None else self.trainer.current_epoch
             shifts, flips = self._epoch_plan(epoch, images.device)

@@ -270,3 +270,33 @@ def prune_fraction(scores: Mapping[str, Tensor], masks: Masks, fraction: float, 
         return select_global(scores, masks, remaining - round(fraction * remaining))
     keep = {name: left - round(fraction * left) for name, left in masks.remaining_per_layer().items()}
     return select_layerwise(scores, masks, keep)
+
+
+def prune_below_std_threshold(params: Mapping[str, Tensor], masks: Masks, quality: float) -> Masks:
+    """Prune, in each layer, the remaining weights whose magnitude is below ``quality`` × their standard deviation.
+
+    The threshold rule of Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks"
+    (https://arxiv.org/abs/1506.02626): the standard deviation is that of the layer's remaining weights, so each
+    iteration tightens the threshold on what survived. Weights at or above the threshold are kept (through
+    :func:`select_layerwise`, so the counts are exact and ties deterministic).
+
+    Args:
+        params: Parameter name to current weights.
+        masks: The current masks; only the weights they keep are measured and candidates.
+        quality: Multiple of the standard deviation below which a weight is pruned; positive.
+
+    Raises:
+        ValueError: If ``quality`` is not positive, or params and masks do not match.
+    """
+    if not quality > 0:
+        raise ValueError(f"quality must be positive, got {quality}.")
+    scores = {name: params[name].detach().abs() for name in masks}
+    keep: dict[str, int] = {}
+    for name, mask in masks.items():
+        alive = params[name].detach()[mask].double()
+        if alive.numel() < 2:
+            keep[name] = alive.numel()
+            continue
+        threshold = quality * alive.std()
+        keep[name] = int((alive.abs() >= threshold).sum())
+    return select_layerwise(scores, masks, keep)

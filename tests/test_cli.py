@@ -18,7 +18,11 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def test_there_are_configs():
-    assert {"dense.yaml", "quickstart.yaml", "quickstart_sparse.yaml"} <= {path.name for path in CONFIGS}
+    expected = {
+        "dense.yaml", "quickstart.yaml", "quickstart_dense.yaml", "quickstart_sparse.yaml", "lottery_ticket.yaml",
+        "lottery_ticket_late_rewind.yaml", "han_magnitude.yaml", "oneshot_magnitude.yaml", "iterative_magnitude.yaml",
+    }  # fmt: skip
+    assert expected <= {path.name for path in CONFIGS}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)

@@ -16,7 +16,7 @@ from tests.helpers import REPO, tiny_overrides
 
 def cli_fit(cifar_dir, root, loader: list[str], *extra: str) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "cli.py", "fit", "--config", "configs/quickstart.yaml",
+        sys.executable, "cli.py", "fit", "--config", "configs/quickstart_dense.yaml",
         *tiny_overrides(cifar_dir, root, epochs=3),
         "--trainer.deterministic", "true",
         *loader,
