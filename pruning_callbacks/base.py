@@ -144,7 +144,7 @@ class MaskedTraining(Callback):
             self._seed = int(saved_seed)
 
     # ------------------------------------------------------------------ for subclasses
-    def set_masks(self, trainer: Trainer, pl_module: LightningModule, masks: Masks) -> None:
+    def set_masks(self, trainer: Trainer, pl_module: LightningModule, masks: Masks, *, log: bool = True) -> None:
         """Make ``masks`` the current masks.
 
         The masks are agreed across ranks, the pruned weights and their optimizer state are zeroed, and the new
@@ -154,6 +154,8 @@ class MaskedTraining(Callback):
             trainer: The trainer.
             pl_module: The module being trained.
             masks: The new masks, keyed like :attr:`parameters`.
+            log: Log the sparsity scalars and chart. Methods that keep per-layer densities constant while moving
+                connections (RigL, SET) log once and then pass ``False``.
         """
         if trainer.world_size > 1:
             # Data-dependent scores can differ across ranks in the last bits; rank 0's masks are the masks.
@@ -163,7 +165,8 @@ class MaskedTraining(Callback):
         self.masks = masks.to(device)
         self.mask_updates += 1
         self._activate(trainer)
-        self._log_masks(trainer)
+        if log:
+            self._log_masks(trainer)
 
     def _activate(self, trainer: Trainer) -> None:
         assert self.masks is not None
