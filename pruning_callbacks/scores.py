@@ -4,15 +4,25 @@ A score function takes a :class:`ScoreContext` and returns one float tensor per 
 the parameter's shape; higher means more important. Selection (:mod:`pruning_callbacks.selection`) then
 keeps the highest-scoring weights among those still alive. A new method is added by writing one function
 and decorating it with :func:`register_score`.
+
+Registered here: ``magnitude``, ``random``, and the gradient scores of pruning at initialization, ``snip`` (Lee et al.
+2019), ``grasp`` (Wang et al. 2020) and ``synflow`` (Tanaka et al. 2020). ``snip`` and ``grasp`` read training
+batches (``register_score(..., needs_batches=True)``); the iterative SynFlow schedule and the per-layer floors live
+in :mod:`pruning_callbacks.init_pruning`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from pruning_callbacks.masks import Masks
 
@@ -26,8 +36,14 @@ class ScoreContext:
         masks: The current masks.
         seed: Seed for any randomness, already derived from (run seed, step or round) by the caller, so
             every rank draws the same numbers.
-        module: The whole model, for gradient-based scores (SNIP, GraSP, SynFlow).
-        batches: Training batches ``(inputs, targets)`` for data-dependent scores.
+        module: The whole model, for gradient-based scores (SNIP, GraSP, SynFlow). Its parameter names must
+            be the keys of ``params``.
+        batches: Training batches ``(inputs, targets)`` for data-dependent scores, already on the device and
+            transformed as training transforms them.
+        options: Method options by name, e.g. ``temperature`` (GraSP) or ``input_shape`` (SynFlow).
+        reduce_mean: Averages a list of tensors over DDP ranks (one collective) and returns them; ``None`` on
+            a single process. Data-dependent scores average their gradients with it, so every rank computes the
+            scores of all ranks' batches together.
     """
 
     params: Mapping[str, Tensor]
@@ -35,18 +51,25 @@ class ScoreContext:
     seed: int
     module: nn.Module | None = None
     batches: Sequence[tuple[Tensor, Tensor]] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    reduce_mean: Callable[[Sequence[Tensor]], list[Tensor]] | None = None
 
 
 ScoreFn = Callable[[ScoreContext], dict[str, Tensor]]
 
 SCORES: dict[str, ScoreFn] = {}
 
+BATCH_SCORES: set[str] = set()
+"""Names of the registered scores that need ``ScoreContext.batches`` (data-dependent scores)."""
 
-def register_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
+
+def register_score(name: str, *, needs_batches: bool = False) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator that registers a score function under ``name``.
 
     Args:
         name: The name configs use to pick the score.
+        needs_batches: Whether the score reads training batches (``ScoreContext.batches``); callbacks fetch them
+            only for such scores.
 
     Raises:
         ValueError: If ``name`` is already registered.
@@ -56,9 +79,21 @@ def register_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
 
     def decorator(score_fn: ScoreFn) -> ScoreFn:
         SCORES[name] = score_fn
+        if needs_batches:
+            BATCH_SCORES.add(name)
         return score_fn
 
     return decorator
+
+
+def needs_batches(name: str) -> bool:
+    """Whether the registered score ``name`` reads training batches.
+
+    Raises:
+        ValueError: If ``name`` is not registered, listing the known names.
+    """
+    get_score(name)
+    return name in BATCH_SCORES
 
 
 def get_score(name: str) -> ScoreFn:
@@ -139,3 +174,226 @@ def random_scores(context: ScoreContext) -> dict[str, Tensor]:
         name: torch.rand(param.shape, generator=generator, dtype=torch.float32).to(param.device)
         for name, param in context.params.items()
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gradient scores for pruning at initialization. They run the model through ``torch.func.functional_call`` with
+# stand-in tensors for the prunable weights (and copies of the buffers), and take gradients with
+# ``torch.autograd.grad``: the model's parameters, buffers and ``.grad`` are never touched, and every module's
+# train/eval mode is restored afterwards.
+
+GRASP_TEMPERATURE = 200.0
+"""GraSP's softmax temperature (Wang et al. 2020, https://arxiv.org/abs/2002.07376, section 5)."""
+
+
+def _require_module(name: str, context: ScoreContext) -> nn.Module:
+    if context.module is None:
+        raise ValueError(f"score '{name}' needs the model (ScoreContext.module).")
+    module_params = dict(context.module.named_parameters())
+    unknown = [param_name for param_name in context.params if param_name not in module_params]
+    if unknown:
+        raise ValueError(
+            f"score '{name}' needs ScoreContext.params keyed by the model's parameter names; unknown: {unknown[:8]}."
+        )
+    return context.module
+
+
+def _require_batches(name: str, context: ScoreContext) -> list[tuple[Tensor, Tensor]]:
+    if not context.batches:
+        raise ValueError(
+            f"score '{name}' is data-dependent and needs training batches (ScoreContext.batches); "
+            "PruneAtInit fetches num_batches of them."
+        )
+    checked: list[tuple[Tensor, Tensor]] = []
+    for index, batch in enumerate(context.batches):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not all(isinstance(t, Tensor) for t in batch[:2]):
+            raise ValueError(f"score '{name}' needs batches of (inputs, targets) tensors; batch {index} is not.")
+        checked.append((batch[0], batch[1]))
+    return checked
+
+
+@contextlib.contextmanager
+def _scoring_mode(module: nn.Module, training: bool) -> Iterator[None]:
+    """Put every submodule in train or eval mode with gradients enabled; restore each module's own mode after."""
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    module.train(training)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for submodule, mode in modes:
+            submodule.training = mode
+
+
+def _masked_leaves(context: ScoreContext) -> dict[str, Tensor]:
+    """Fresh leaf tensors ``w * m`` that stand in for the prunable weights, so no gradient reaches the model."""
+    return {
+        name: (param.detach() * context.masks[name].to(param.device, param.dtype)).requires_grad_()
+        for name, param in context.params.items()
+    }
+
+
+def _buffer_copies(module: nn.Module) -> dict[str, Tensor]:
+    # Train-mode BatchNorm updates its running statistics in place; it updates these copies instead.
+    return {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+
+
+def _gradients(output: Tensor, leaves: Mapping[str, Tensor], create_graph: bool = False) -> list[Tensor]:
+    grads = torch.autograd.grad(output, list(leaves.values()), create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(leaf) if grad is None else grad for grad, leaf in zip(grads, leaves.values(), strict=True)]
+
+
+def _mean_over_ranks(context: ScoreContext, tensors: list[Tensor]) -> list[Tensor]:
+    return tensors if context.reduce_mean is None else list(context.reduce_mean(tensors))
+
+
+def _cross_entropy(
+    module: nn.Module, tensors: Mapping[str, Tensor], batch: tuple[Tensor, Tensor], total: int, temperature: float
+) -> Tensor:
+    """This batch's share of the mean cross-entropy over all ``total`` samples, at softmax temperature."""
+    inputs, targets = batch
+    logits = functional_call(module, dict(tensors), (inputs,))
+    return F.cross_entropy(logits / temperature, targets, reduction="sum") / total
+
+
+@register_score("snip", needs_batches=True)
+def snip_scores(context: ScoreContext) -> dict[str, Tensor]:
+    """Connection sensitivity ``|∂L/∂m| = |∂L/∂w ⊙ w|`` on the training batches.
+
+    From Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity"
+    (https://arxiv.org/abs/1810.02340). ``L`` is the mean cross-entropy over all samples of all batches (and, under
+    DDP, of all ranks: the gradient is averaged over ranks before the absolute value). BatchNorm uses batch
+    statistics, as in training; its running statistics are left as they were. The paper's normalization by the sum
+    of all scores does not change the ranking and is left out.
+
+    Args:
+        context: Uses ``module``, ``params``, ``masks`` (the weights are scored at ``w ⊙ m``), ``batches`` and
+            ``reduce_mean``.
+
+    Raises:
+        ValueError: Without a module or batches.
+    """
+    module = _require_module("snip", context)
+    batches = _require_batches("snip", context)
+    total = sum(len(targets) for _, targets in batches)
+    with _scoring_mode(module, training=True):
+        leaves = _masked_leaves(context)
+        tensors = {**_buffer_copies(module), **leaves}
+        gradient = [torch.zeros_like(leaf) for leaf in leaves.values()]
+        for batch in batches:
+            loss = _cross_entropy(module, tensors, batch, total, temperature=1.0)
+            torch._foreach_add_(gradient, _gradients(loss, leaves))
+    gradient = _mean_over_ranks(context, gradient)
+    return {name: (grad * context.params[name].detach()).abs() for name, grad in zip(leaves, gradient, strict=True)}
+
+
+@register_score("grasp", needs_batches=True)
+def grasp_scores(context: ScoreContext) -> dict[str, Tensor]:
+    """Gradient Signal Preservation: ``θ ⊙ Hg``, the negation of GraSP's ``S(-θ) = -θ ⊙ Hg``.
+
+    From Wang et al. 2020, "Picking Winning Tickets Before Training by Preserving Gradient Flow"
+    (https://arxiv.org/abs/2002.07376). ``g`` is the gradient of the cross-entropy of the logits divided by the
+    temperature (200 by default) and ``Hg`` the Hessian-gradient product, both over the prunable weights and
+    averaged over all samples of all batches (and over DDP ranks). GraSP removes the weights with the *highest*
+    ``-θ ⊙ Hg``, whose removal reduces gradient flow least; the engine keeps the highest scores, so this returns
+    ``θ ⊙ Hg`` and the same weights are kept. BatchNorm uses batch statistics; its running statistics are left as
+    they were.
+
+    Args:
+        context: Uses ``module``, ``params``, ``masks``, ``batches``, ``reduce_mean`` and
+            ``options["temperature"]``.
+
+    Raises:
+        ValueError: Without a module or batches, or with a temperature that is not positive.
+    """
+    module = _require_module("grasp", context)
+    batches = _require_batches("grasp", context)
+    temperature = float(context.options.get("temperature", GRASP_TEMPERATURE))
+    if not temperature > 0:
+        raise ValueError(f"GraSP temperature must be positive, got {temperature}.")
+    total = sum(len(targets) for _, targets in batches)
+    with _scoring_mode(module, training=True):
+        leaves = _masked_leaves(context)
+        tensors = {**_buffer_copies(module), **leaves}
+        gradient = [torch.zeros_like(leaf) for leaf in leaves.values()]
+        for batch in batches:
+            loss = _cross_entropy(module, tensors, batch, total, temperature)
+            torch._foreach_add_(gradient, _gradients(loss, leaves))
+        gradient = _mean_over_ranks(context, gradient)
+        hessian_gradient = [torch.zeros_like(leaf) for leaf in leaves.values()]
+        for batch in batches:
+            loss = _cross_entropy(module, tensors, batch, total, temperature)
+            grads = _gradients(loss, leaves, create_graph=True)
+            gradient_dot = sum((fixed * grad).sum() for fixed, grad in zip(gradient, grads, strict=True))
+            torch._foreach_add_(hessian_gradient, _gradients(gradient_dot, leaves))
+    hessian_gradient = _mean_over_ranks(context, hessian_gradient)
+    return {
+        name: leaf.detach() * product for (name, leaf), product in zip(leaves.items(), hessian_gradient, strict=True)
+    }
+
+
+def _linearized(tensor: Tensor) -> Tensor:
+    """``|tensor|``, in float64 if it is a floating-point tensor (SynFlow's products overflow float32)."""
+    if tensor.dtype == torch.bool:
+        return tensor.detach().clone()
+    value = tensor.detach().abs()
+    return value.to(torch.float64) if value.is_floating_point() else value
+
+
+def _synflow_input_shape(context: ScoreContext) -> tuple[int, ...]:
+    shape = context.options.get("input_shape")
+    if shape is None and context.batches:
+        shape = tuple(context.batches[0][0].shape[1:])
+    if shape is None:
+        example = getattr(context.module, "example_input_array", None)
+        if isinstance(example, Tensor):
+            shape = tuple(example.shape[1:])
+    if shape is None:
+        raise ValueError(
+            "score 'synflow' needs the shape of one input: set input_shape (e.g. [3, 32, 32]), pass a batch, or "
+            "set the module's example_input_array."
+        )
+    return tuple(int(size) for size in shape)
+
+
+@register_score("synflow")
+def synflow_scores(context: ScoreContext) -> dict[str, Tensor]:
+    """Synaptic flow ``|∂R/∂θ ⊙ θ|`` with ``R = 1ᵀ (∏ |θ|) 1``: one data-free SynFlow step.
+
+    From Tanaka et al. 2020, "Pruning neural networks without any data by iteratively conserving synaptic flow"
+    (https://arxiv.org/abs/2006.05467). The model runs in eval mode (BatchNorm uses its running statistics) on an
+    input of ones, with every parameter and buffer replaced by its absolute value in float64 and the prunable
+    weights by ``|w| ⊙ m``; the model itself is never modified, so its signs are as they were. ``R`` is a product of
+    as many factors as the network is deep, so float32 overflows (or underflows to 0 at high sparsity) where
+    float64 does not; the scores are divided by their maximum before they are returned as float32. The iterative
+    schedule (density ``d^(k/n)`` at iteration ``k`` of ``n``) lives in
+    :func:`pruning_callbacks.init_pruning.iterative_global_prune`; this is one of its steps.
+
+    Args:
+        context: Uses ``module``, ``params``, ``masks`` and the input shape from ``options["input_shape"]``, else
+            from ``batches[0]`` (only its shape), else from the module's ``example_input_array``.
+
+    Raises:
+        ValueError: Without a module or an input shape, or if ``R`` is not finite even in float64.
+    """
+    module = _require_module("synflow", context)
+    shape = _synflow_input_shape(context)
+    device = next(iter(context.params.values())).device
+    with _scoring_mode(module, training=False):
+        tensors = {name: _linearized(param) for name, param in module.named_parameters()}
+        tensors.update({name: _linearized(buffer) for name, buffer in module.named_buffers()})
+        leaves = {}
+        for name, param in context.params.items():
+            value = _linearized(param)
+            leaves[name] = (value * context.masks[name].to(value.device, value.dtype)).requires_grad_()
+        tensors.update(leaves)
+        ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
+        flow = functional_call(module, tensors, (ones,)).sum()
+        if not bool(torch.isfinite(flow)):
+            raise ValueError(f"SynFlow's R = {float(flow)} is not finite even in float64; the network is too deep.")
+        grads = _gradients(flow, leaves)
+    scores = {name: (grad * leaf.detach()).abs() for (name, leaf), grad in zip(leaves.items(), grads, strict=True)}
+    peak = float(torch.stack([score.max() for score in scores.values() if score.numel()]).max())
+    if peak > 0 and math.isfinite(peak):
+        scores = {name: score / peak for name, score in scores.items()}
+    return scores

@@ -21,6 +21,7 @@ def test_there_are_configs():
     expected = {
         "dense.yaml", "quickstart.yaml", "quickstart_dense.yaml", "quickstart_sparse.yaml", "lottery_ticket.yaml",
         "lottery_ticket_late_rewind.yaml", "han_magnitude.yaml", "oneshot_magnitude.yaml", "iterative_magnitude.yaml",
+        "synflow.yaml", "snip.yaml", "grasp.yaml", "random_erk.yaml", "rigl.yaml", "set.yaml", "static_sparse.yaml",
     }  # fmt: skip
     assert expected <= {path.name for path in CONFIGS}
 

@@ -201,7 +201,7 @@ def test_kill_in_round_two_then_resume_matches_the_uninterrupted_run(cifar_dir, 
             "--trainer.callbacks.rounds=3", "--trainer.callbacks.epochs_per_round=2",
             "--trainer.callbacks.rewind_epoch=1", *extra,
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
     straight = cli_fit(tmp_path / "straight")

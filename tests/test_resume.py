@@ -23,7 +23,7 @@ def cli_fit(cifar_dir, root, loader: list[str], *extra: str) -> subprocess.Compl
         "--trainer.callbacks+=tests.helpers.EpochPruner", "--trainer.callbacks.fraction=0.3",
         *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -21,7 +21,7 @@ def test_unknown_score_lists_known_names() -> None:
     with pytest.raises(ValueError) as error:
         get_score("x")
     assert str(error.value) == f"unknown score 'x'; known scores: {', '.join(sorted(SCORES))}"
-    assert str(error.value).startswith("unknown score 'x'; known scores: magnitude, random")
+    assert {"magnitude", "random", "snip", "grasp", "synflow"} <= set(SCORES)
 
 
 def test_duplicate_registration_is_an_error() -> None:

@@ -1,0 +1,470 @@
+"""Masks from a score at initialization: the pipeline shared by ``PruneAtInit`` and ``EarlyBird``.
+
+A :class:`MaskRecipe` is plain, validated data (what a config says); :meth:`MaskRecipe.masks` turns it into masks with
+the engine: scores (:mod:`~pruning_callbacks.scores`) -> exact selection (:mod:`~pruning_callbacks.selection`),
+
+* in ``global`` scope, in ``iterations`` rounds of the exponential schedule ``d_k = d^(k/n)`` of SynFlow (Tanaka et
+  al. 2020, https://arxiv.org/abs/2006.05467), each an exact global top-k that never empties a layer
+  (:func:`select_global_with_floor`);
+* in ``layerwise`` scope, with per-layer counts from a density distribution (uniform, ERK, ...);
+* with ``ratio_from``, with the per-layer counts of another method's global mask and positions chosen again by
+  ``score`` (random positions: the "SNIP ratio" and "GraSP ratio" of Liu et al. 2022,
+  https://arxiv.org/abs/2202.02643).
+
+The helpers that need a trainer (:func:`training_batches`, :func:`mean_over_ranks`) fetch the batches a
+data-dependent score reads and average over DDP ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from pruning_callbacks.distributions import check_target_sparsity
+from pruning_callbacks.masks import Masks
+from pruning_callbacks.scores import (
+    GRASP_TEMPERATURE,
+    SCORES,
+    ScoreContext,
+    compute_scores,
+    get_score,
+    needs_batches,
+)
+from pruning_callbacks.seeding import derive_seed
+from pruning_callbacks.selection import (
+    check_pruning_request,
+    prune_to_sparsity,
+    select_global,
+    select_layerwise,
+)
+
+SYNFLOW_ITERATIONS = 100
+"""SynFlow's number of pruning iterations (Tanaka et al. 2020, section 7)."""
+
+GLOBAL_ONLY_SCORES = ("synflow",)
+"""Scores whose definition is a ranking over all layers jointly."""
+
+ReduceFn = Callable[[Sequence[Tensor]], list[Tensor]]
+
+
+def exponential_keep_counts(total: int, target_sparsity: float, iterations: int) -> list[int]:
+    """Weights to keep after each of ``iterations`` rounds of the exponential schedule.
+
+    Round ``k`` of ``n`` keeps ``round(total * d^(k/n))`` weights, ``d = 1 - target_sparsity`` (Tanaka et al. 2020,
+    https://arxiv.org/abs/2006.05467): an absolute target over all weights, not a fraction of what remains, so the
+    last round lands exactly on ``round(d * total)``, the count :func:`~pruning_callbacks.selection.prune_to_sparsity`
+    keeps, for any ``n``. The counts never increase.
+
+    Args:
+        total: Number of prunable weights.
+        target_sparsity: Final sparsity, in ``[0, 1)``.
+        iterations: Number of rounds, at least 1.
+
+    Raises:
+        ValueError: If ``target_sparsity`` or ``iterations`` is out of range.
+    """
+    density = 1.0 - check_target_sparsity(target_sparsity)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}.")
+    final = round(density * total)
+    counts = [max(final, min(total, round(total * density ** (k / iterations)))) for k in range(1, iterations)]
+    return [*counts, final]
+
+
+def select_global_with_floor(scores: Mapping[str, Tensor], masks: Masks, keep: int, min_per_layer: int) -> Masks:
+    """Exact global top-``keep`` that keeps at least ``min_per_layer`` weights in every layer.
+
+    Each layer's ``min(min_per_layer, remaining)`` best weights are reserved first; the rest of the budget goes to
+    the best weights over all layers, as in :func:`~pruning_callbacks.selection.select_global` (same tie rule). Where
+    plain global selection empties no layer, the result is the same as plain global selection.
+
+    Args:
+        scores: Parameter name to scores of the parameter's shape (higher = more important).
+        masks: The current masks; weights they prune are never selected.
+        keep: Number of weights to keep in all.
+        min_per_layer: Weights each layer keeps at least (fewer only where fewer remain); 0 for plain global top-k.
+
+    Raises:
+        ValueError: If ``keep`` is smaller than the reserved weights, or any error of ``select_global``.
+    """
+    if min_per_layer <= 0:
+        return select_global(scores, masks, keep)
+    reserve = {name: min(min_per_layer, left) for name, left in masks.remaining_per_layer().items()}
+    if keep < sum(reserve.values()):
+        raise ValueError(
+            f"cannot keep only {keep} weights when each of the {len(masks)} layers keeps at least {min_per_layer} "
+            f"({sum(reserve.values())} in all); set min_weights_per_layer: 0 to allow emptying layers."
+        )
+    plain = select_global(scores, masks, keep)
+    # Plain global top-k keeps each layer's best weights first, so where it leaves every layer its reserve it is
+    # already the answer; only otherwise are the reserves selected explicitly.
+    if all(kept >= reserve[name] for name, kept in plain.remaining_per_layer().items()):
+        return plain
+    reserved = select_layerwise(scores, masks, reserve)
+    # The reserved weights outrank every other, so the global top-k takes them first and fills the rest by score.
+    boosted = {}
+    for name, score in scores.items():
+        score = score.to(torch.promote_types(score.dtype, torch.float32))
+        boosted[name] = torch.where(reserved[name].to(score.device), torch.inf, score)
+    return select_global(boosted, masks, keep)
+
+
+def iterative_global_prune(
+    scores_for: Callable[[Masks, int], Mapping[str, Tensor]],
+    masks: Masks,
+    target_sparsity: float,
+    iterations: int,
+    min_weights_per_layer: int = 1,
+) -> Masks:
+    """Prune to ``target_sparsity`` in ``iterations`` global rounds, scoring the masked network again each round.
+
+    Round ``k`` keeps :func:`exponential_keep_counts` ``[k-1]`` weights; with one iteration this is one-shot global
+    pruning. Masks only shrink, and the last round reaches the target exactly.
+
+    Args:
+        scores_for: ``(current masks, round index from 1) -> scores``.
+        masks: The masks to start from (usually dense).
+        target_sparsity: Final global sparsity over all weights the masks cover, in ``[0, 1)``.
+        iterations: Number of rounds, at least 1.
+        min_weights_per_layer: See :func:`select_global_with_floor`.
+
+    Raises:
+        ValueError: On an out-of-range argument, or if the masks are already sparser than the target.
+    """
+    for iteration, keep in enumerate(exponential_keep_counts(masks.total, target_sparsity, iterations), start=1):
+        remaining = masks.remaining()
+        if keep >= remaining and iteration < iterations:
+            continue  # nothing to prune this round (small networks, early rounds)
+        masks = select_global_with_floor(scores_for(masks, iteration), masks, keep, min_weights_per_layer)
+    return masks
+
+
+def _check_int(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        suffix = " or null" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}.")
+
+
+def _known_scores() -> str:
+    return ", ".join(sorted(SCORES))
+
+
+@dataclass(frozen=True)
+class MaskRecipe:
+    """How to compute a mask from a score: validated config data, with :meth:`masks` to run it.
+
+    Args:
+        target_sparsity: Fraction of the prunable weights to remove, in ``[0, 1)``; may be ``None`` only with
+            ``distribution: custom``.
+        score: A registered score (``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow``, ...). With
+            ``ratio_from`` it only chooses the positions within each layer.
+        scope: ``global`` (one ranking over all layers) or ``layerwise`` (per-layer counts from ``distribution``
+            or ``ratio_from``).
+        distribution: Layer-wise densities for ``scope: layerwise``: ``uniform``, ``uniform_plus``, ``er``,
+            ``erk``, ``erk_plus`` or ``custom``.
+        layer_sparsity: For ``distribution: custom``: layer pattern -> sparsity.
+        ratio_from: A registered score whose global mask gives the per-layer counts (``snip``, ``grasp``,
+            ``synflow``); ``score`` then picks the positions in each layer (``random`` for Liu et al. 2022's
+            "SNIP ratio" and "GraSP ratio"). Needs ``scope: layerwise`` and no ``distribution``.
+        iterations: Rounds of the exponential schedule for the global ranking (``score`` in ``global`` scope, or
+            ``ratio_from``); ``None`` means 100 for ``synflow`` and 1 (one shot) otherwise.
+        min_weights_per_layer: In a global ranking, every layer keeps at least this many weights; 0 allows a layer
+            to be emptied.
+        num_batches: Training batches a data-dependent score (``snip``, ``grasp``) reads, per DDP rank.
+        temperature: GraSP's softmax temperature.
+        input_shape: Shape of one input for ``synflow`` (e.g. ``[3, 32, 32]``); ``None`` takes it from a batch or
+            the module's ``example_input_array``.
+
+    Raises:
+        ValueError: On an unknown score or ``ratio_from``, an invalid sparsity, scope or distribution, ``synflow``
+            with ``scope: layerwise``, ``ratio_from`` with ``scope: global`` or with a distribution, ``iterations``
+            above 1 without a global ranking, or a count or temperature out of range.
+    """
+
+    target_sparsity: float | None
+    score: str = "magnitude"
+    scope: str = "layerwise"
+    distribution: str = "uniform"
+    layer_sparsity: Mapping[str, float] | None = None
+    ratio_from: str | None = None
+    iterations: int | None = None
+    min_weights_per_layer: int = 1
+    num_batches: int = 1
+    temperature: float = GRASP_TEMPERATURE
+    input_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        get_score(self.score)
+        if self.ratio_from is not None:
+            if self.ratio_from not in SCORES:
+                raise ValueError(f"unknown ratio_from '{self.ratio_from}'; known scores: {_known_scores()}")
+            if self.scope != "layerwise":
+                raise ValueError(
+                    f"ratio_from sets per-layer counts, so it needs scope 'layerwise', got scope '{self.scope}'."
+                )
+            if self.distribution != "uniform" or self.layer_sparsity is not None:
+                raise ValueError(
+                    f"ratio_from '{self.ratio_from}' replaces the distribution; leave distribution unset, "
+                    f"got '{self.distribution}'."
+                )
+        check_pruning_request(self.target_sparsity, self.scope, self.distribution, self.layer_sparsity)
+        if self.score in GLOBAL_ONLY_SCORES and self.scope != "global":
+            raise ValueError(
+                f"score '{self.score}' ranks all layers jointly (Tanaka et al. 2020), so it needs scope 'global', got "
+                f"'{self.scope}'; for its per-layer counts with random positions use score: random, "
+                f"ratio_from: {self.score}."
+            )
+        _check_int("iterations", self.iterations, 1, allow_none=True)
+        if self.iterations is not None and self.iterations > 1 and not self.global_ranking:
+            raise ValueError(
+                f"iterations > 1 needs a global ranking (scope 'global' or ratio_from), got iterations "
+                f"{self.iterations} with scope '{self.scope}' and distribution '{self.distribution}'."
+            )
+        _check_int("min_weights_per_layer", self.min_weights_per_layer, 0)
+        _check_int("num_batches", self.num_batches, 1)
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}.")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}.")
+        if self.input_shape is not None:
+            shape = tuple(self.input_shape)
+            if not shape or any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):
+                raise ValueError(f"input_shape must be a list of positive integers such as [3, 32, 32], got {shape}.")
+            object.__setattr__(self, "input_shape", shape)
+        if self.layer_sparsity is not None:
+            object.__setattr__(self, "layer_sparsity", dict(self.layer_sparsity))
+
+    # ------------------------------------------------------------------ what the recipe implies
+    @property
+    def global_ranking(self) -> bool:
+        """Whether a global ranking decides the per-layer counts (``scope: global`` or ``ratio_from``)."""
+        return self.scope == "global" or self.ratio_from is not None
+
+    @property
+    def ranking_score(self) -> str:
+        """The score of the global ranking: ``ratio_from`` if set, else ``score``."""
+        return self.ratio_from if self.ratio_from is not None else self.score
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of the exponential schedule: ``iterations``, else 100 for SynFlow and 1 otherwise."""
+        if not self.global_ranking:
+            return 1
+        if self.iterations is not None:
+            return self.iterations
+        return SYNFLOW_ITERATIONS if self.ranking_score == "synflow" else 1
+
+    @property
+    def scores_used(self) -> tuple[str, ...]:
+        """The scores this recipe computes, in order."""
+        return (self.score,) if self.ratio_from is None else (self.ratio_from, self.score)
+
+    @property
+    def needs_batches(self) -> bool:
+        """Whether a score of this recipe reads training batches."""
+        return any(needs_batches(name) for name in self.scores_used)
+
+    @property
+    def needs_input_shape(self) -> bool:
+        """Whether SynFlow runs without an ``input_shape`` (it then takes one from a batch or the module)."""
+        return "synflow" in self.scores_used and self.input_shape is None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method options passed to the scores in ``ScoreContext.options``."""
+        options: dict[str, Any] = {"temperature": float(self.temperature)}
+        if self.input_shape is not None:
+            options["input_shape"] = self.input_shape
+        return options
+
+    def describe(self) -> str:
+        """A short human-readable name, e.g. ``synflow (global, 100 iterations)`` or ``random (snip ratios)``."""
+        if self.ratio_from is not None:
+            return f"{self.score} ({self.ratio_from} ratios)"
+        if self.scope == "global":
+            rounds = self.rounds
+            return f"{self.score} (global, {rounds} iteration{'s' if rounds > 1 else ''})"
+        return f"{self.score} (layerwise, {self.distribution})"
+
+    def check_feasible(self, numels: Mapping[str, int]) -> None:
+        """Check that a global ranking can keep ``min_weights_per_layer`` in every layer at the target.
+
+        Args:
+            numels: Prunable parameter name to number of weights.
+
+        Raises:
+            ValueError: Naming the largest feasible sparsity and how to allow emptying layers.
+        """
+        if not self.global_ranking or self.min_weights_per_layer == 0 or self.target_sparsity is None:
+            return
+        total = sum(numels.values())
+        keep = round((1.0 - self.target_sparsity) * total)
+        needed = sum(min(self.min_weights_per_layer, numel) for numel in numels.values())
+        if keep < needed:
+            raise ValueError(
+                f"target_sparsity {self.target_sparsity} keeps {keep} of {total} weights, fewer than the {needed} "
+                f"that min_weights_per_layer {self.min_weights_per_layer} reserves over {len(numels)} layers; the "
+                f"largest feasible sparsity is {1 - needed / total:.6g}, or set min_weights_per_layer: 0."
+            )
+
+    # ------------------------------------------------------------------ running it
+    def masks(
+        self,
+        params: Mapping[str, Tensor],
+        *,
+        seed: int,
+        key: str = "prune_at_init",
+        module: nn.Module | None = None,
+        batches: Sequence[tuple[Tensor, Tensor]] | None = None,
+        reduce_mean: ReduceFn | None = None,
+    ) -> Masks:
+        """Compute the masks this recipe describes, from dense masks over ``params``.
+
+        Args:
+            params: Prunable weights by full parameter name (the names of ``module``'s parameters).
+            seed: The run seed; each score draws from ``derive_seed(seed, key, score[, round])``.
+            key: What the masks are for, mixed into the seeds (``prune_at_init``, ``early_bird/<epoch>``, ...).
+            module: The model, for gradient scores.
+            batches: Training batches ``(inputs, targets)`` on the model's device, for data-dependent scores.
+            reduce_mean: Averages tensors over DDP ranks (see :func:`mean_over_ranks`); ``None`` on one process.
+
+        Returns:
+            Masks over ``params`` at exactly the target sparsity (or the ``custom`` counts).
+
+        Raises:
+            ValueError: From a score (missing module, batches or input shape) or from selection (infeasible
+                target).
+        """
+        dense = Masks.dense(params)
+
+        def scores_of(name: str, masks: Masks, iteration: int | None = None) -> dict[str, Tensor]:
+            keys = (key, name) if iteration is None else (key, name, iteration)
+            context = ScoreContext(
+                params=params,
+                masks=masks,
+                seed=derive_seed(seed, *keys),
+                module=module,
+                batches=batches,
+                options=self.options,
+                reduce_mean=reduce_mean,
+            )
+            return compute_scores(name, context)
+
+        target = self.target_sparsity if self.target_sparsity is not None else 0.0
+        if not self.global_ranking:
+            return prune_to_sparsity(
+                scores_of(self.score, dense),
+                dense,
+                target,
+                scope="layerwise",
+                distribution=self.distribution,
+                layer_sparsity=self.layer_sparsity,
+            )
+        rounds = self.rounds
+        ranking = iterative_global_prune(
+            lambda masks, iteration: scores_of(self.ranking_score, masks, iteration if rounds > 1 else None),
+            dense,
+            target,
+            rounds,
+            self.min_weights_per_layer,
+        )
+        if self.ratio_from is None:
+            return ranking
+        return select_layerwise(scores_of(self.score, dense), dense, ranking.remaining_per_layer())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What needs a trainer.
+
+
+def _training_loader(trainer: Trainer) -> Any:
+    if trainer.datamodule is not None:
+        return trainer.datamodule.train_dataloader()
+    # Dataloaders given to fit() directly, or the LightningModule's own train_dataloader(). Lightning keeps their
+    # source here; no public accessor exists before the fit loop has set up its data.
+    source = trainer.fit_loop._data_source
+    loader = source.dataloader() if source.is_defined() else None
+    if loader is None:
+        raise ValueError("a data-dependent score needs a training dataloader, but the trainer has none.")
+    return loader
+
+
+def _inputs_and_targets(batch: Any) -> tuple[Tensor, Tensor]:
+    if (
+        not isinstance(batch, (tuple, list))
+        or len(batch) < 2
+        or not isinstance(batch[0], Tensor)
+        or not isinstance(batch[1], Tensor)
+    ):
+        raise ValueError(
+            f"data-dependent scores need training batches of (inputs, targets, ...) tensors, got a "
+            f"{type(batch).__name__}."
+        )
+    return batch[0], batch[1]
+
+
+def training_batches(trainer: Trainer, num_batches: int) -> list[tuple[Tensor, Tensor]]:
+    """The first ``num_batches`` training batches of this rank, moved and transformed exactly as training does.
+
+    The batches come from ``trainer.datamodule.train_dataloader()`` (or the dataloaders given to ``fit``) and go
+    through ``trainer.strategy.batch_to_device``, which runs ``transfer_batch_to_device`` and
+    ``on_after_batch_transfer`` (for :class:`~datamodules.CIFAR10DataModule`: the epoch's crop and flip, then
+    normalization). The global random state is left as it was, so fetching them changes nothing else in the run.
+
+    Args:
+        trainer: The trainer, inside ``fit`` (e.g. in ``on_fit_start``).
+        num_batches: How many batches to take (fewer if the loader is shorter).
+
+    Returns:
+        ``(inputs, targets)`` pairs on the training device.
+
+    Raises:
+        ValueError: If there is no training dataloader, it is empty, or its batches are not ``(inputs, targets,
+            ...)`` sequences.
+    """
+    loader = _training_loader(trainer)
+    if isinstance(loader, (Mapping, list, tuple)):
+        raise ValueError("data-dependent scores need one training dataloader, got a collection of them.")
+    batches: list[tuple[Tensor, Tensor]] = []
+    # A DataLoader draws its workers' base seed from the global generator when an iterator starts.
+    with torch.random.fork_rng(devices=[]):
+        iterator = iter(loader)
+        for _ in range(num_batches):
+            batch = next(iterator, None)
+            if batch is None:
+                break
+            batches.append(_inputs_and_targets(trainer.strategy.batch_to_device(batch, dataloader_idx=0)))
+        del iterator
+    if not batches:
+        raise ValueError("data-dependent scores need training batches, but the training dataloader is empty.")
+    if len(batches) < num_batches:
+        rank_zero_warn(f"asked for {num_batches} training batches to score with; the loader has only {len(batches)}.")
+    return batches
+
+
+def mean_over_ranks(trainer: Trainer) -> ReduceFn | None:
+    """A function that averages a list of tensors over the DDP ranks in one collective, or ``None`` on one process.
+
+    Args:
+        trainer: The trainer whose strategy reduces (``trainer.strategy.reduce``, mean).
+    """
+    if trainer.world_size <= 1:
+        return None
+    strategy = trainer.strategy
+
+    def reduce(tensors: Sequence[Tensor]) -> list[Tensor]:
+        flat = torch.cat([tensor.detach().reshape(-1) for tensor in tensors])
+        flat = strategy.reduce(flat, reduce_op="mean")
+        pieces = flat.split([tensor.numel() for tensor in tensors])
+        return [piece.view(tensor.shape).to(tensor.dtype) for piece, tensor in zip(pieces, tensors, strict=True)]
+
+    return reduce
