@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -84,3 +87,23 @@ def tiny_overrides(data_dir: Path, root_dir: Path, epochs: int = 1) -> list[str]
         "--trainer.enable_progress_bar", "false",
         "--trainer.log_every_n_steps", "1",
     ]  # fmt: skip
+
+
+def run_two_rank_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``tests/<script>`` as a 2-process CPU DDP job (Lightning launches the second rank), one thread per rank.
+
+    Returns:
+        The finished process; the caller asserts on its return code and on the files the script wrote.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": "1",  # two ranks on two cores: no oversubscription
+    }
+    command = [sys.executable, str(REPO / "tests" / script), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

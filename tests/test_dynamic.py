@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_callbacks.dynamic import SET, DynamicSparseTraining, RigL, StaticSparse
 from pruning_callbacks.masks import Masks
-from tests.helpers import REPO, tiny_overrides
+from tests.helpers import REPO, run_two_rank_script, tiny_overrides
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +33,6 @@ def one_thread():
 
 
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class MLP(LightningModule):
@@ -387,21 +380,7 @@ def test_static_sparse_rejects_bad_arguments():
 
 # ---------------------------------------------------------------------------------------------- multi-process
 def test_two_rank_ddp_run_makes_the_same_updates_on_both_ranks(cifar_dir, tmp_path):
-    env = {
-        **os.environ,
-        **ONE_THREAD_ENV,
-        "PYTHONPATH": str(REPO),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-    }
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "ddp_dynamic_script.py"), str(cifar_dir), str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_two_rank_script("ddp_dynamic_script.py", str(cifar_dir), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     for method in ("RigL", "SET"):

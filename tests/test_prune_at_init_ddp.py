@@ -3,30 +3,16 @@ which is SNIP's on the union of their batches."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import torch
 
 from lit_modules import ResNet18Classifier
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.scores import ScoreContext, compute_scores
-from tests.helpers import REPO
-from tests.test_ddp import free_port
+from tests.helpers import run_two_rank_script
 
 
 def test_two_rank_snip_averages_gradients_and_agrees_on_the_mask(cifar_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    env["OMP_NUM_THREADS"] = "1"  # two ranks on two cores: one thread each, no oversubscription
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "ddp_prune_at_init_script.py"), str(cifar_dir), str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_two_rank_script("ddp_prune_at_init_script.py", str(cifar_dir), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
