@@ -33,15 +33,13 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import device_name, save_results
 from lit_modules.resnet import ResNet18
 from pruning_callbacks.apply import MaskApplier
-from pruning_callbacks.io import atomic_write_text
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.parameters import prunable_parameters
 from pruning_callbacks.scores import ScoreContext, compute_scores
 from pruning_callbacks.selection import prune_to_sparsity
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,11 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
             samples[variant] += time_steps(args, model, optimizer, args.steps)
     mean = {variant: statistics.fmean(values) for variant, values in samples.items()}
     median = {variant: statistics.median(values) for variant, values in samples.items()}
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     result = {
         "benchmark": "masked_step",
         "device": args.device,
-        "device_name": device_name or platform.machine(),
+        "device_name": device_name(args.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "settings": {
@@ -162,9 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = "\n".join(table) + "\n"
     print(text)
     if not args.no_save:
-        stem = RESULTS / f"masked_step_{'ci_' if args.ci else ''}{args.device.split(':')[0]}"
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), text)
+        save_results("masked_step", result, text, ci=args.ci, device=args.device)
     return result
 
 

@@ -32,12 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import device_name, save_results
 from lit_modules import ResNet18Classifier
 from pruning_callbacks.init_pruning import MaskRecipe
-from pruning_callbacks.io import atomic_write_text
 from pruning_callbacks.parameters import prunable_parameters
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("synflow", "snip", "grasp", "random_erk", "random_snip_ratio", "magnitude")
 
 
@@ -109,7 +108,6 @@ def main(argv: list[str] | None = None) -> dict:
         seconds[method] = statistics.median(runs)
         sparsity[method] = masks.sparsity()
         print(f"{method}: {seconds[method]:.3f}s (sparsity {sparsity[method]:.4f})", flush=True)
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     settings = {
         key: getattr(args, key)
         for key in ("width", "batch_size", "num_batches", "synflow_iterations", "sparsity", "repeats")
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "prune_at_init",
         "device": args.device,
-        "device_name": device_name or platform.machine(),
+        "device_name": device_name(args.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "settings": settings,
@@ -144,9 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        stem = RESULTS / f"prune_at_init_{'ci_' if args.ci else ''}{args.device.split(':')[0]}"
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), text)
+        save_results("prune_at_init", result, text, ci=args.ci, device=args.device)
     return result
 
 

@@ -43,11 +43,10 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import device_name, save_results
 from lit_modules import ResNet18Classifier
 from pruning_callbacks.dynamic import RigL, StaticSparse
-from pruning_callbacks.io import atomic_write_text
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("static", "rigl")
 SETTINGS = ("width", "batch_size", "delta_t", "periods", "rounds", "warmup", "sparsity", "precision", "channels_last")
 
@@ -197,11 +196,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # The same overhead from the hook's own time (every update and every per-step check, spread over all steps) over
     # the median static step: insensitive to the stalls a shared machine adds to whole steps.
     hook_per_step = (sum(update_seconds) + sum(check_seconds)) / (len(update_seconds) + len(check_seconds))
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     result: dict[str, Any] = {
         "benchmark": "rigl_step",
         "device": args.device,
-        "device_name": device_name or platform.machine(),
+        "device_name": device_name(args.device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "settings": {key: getattr(args, key) for key in SETTINGS},
@@ -241,9 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = "\n".join(table) + "\n"
     print(text)
     if not args.no_save:
-        stem = RESULTS / f"rigl_step_{'ci_' if args.ci else ''}{args.device.split(':')[0]}"
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), text)
+        save_results("rigl_step", result, text, ci=args.ci, device=args.device)
     return result
 
 
