@@ -82,6 +82,20 @@ class MaskedTraining(Callback):
         """
         return None
 
+    def training_flops_per_sample(self, sparse_forward: float, dense_forward: float, step: int) -> float:
+        """Return the training FLOPs of one sample at optimizer step ``step``, for run summaries.
+
+        The accounting of Evci et al. 2020 (RigL, https://arxiv.org/abs/1911.11134, appendix H): a training step
+        costs three forward passes (the backward pass two) at the current density. Methods that also need dense
+        computation (RigL's dense gradients) override this.
+
+        Args:
+            sparse_forward: Forward FLOPs of one sample at the current masks.
+            dense_forward: Forward FLOPs of one sample of the dense model.
+            step: The optimizer step (``trainer.global_step``).
+        """
+        return 3.0 * sparse_forward
+
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

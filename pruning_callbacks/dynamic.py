@@ -365,6 +365,17 @@ class RigL(DynamicSparseTraining):
 
     grow_score: ClassVar[str] = "gradient"
 
+    @override
+    def training_flops_per_sample(self, sparse_forward: float, dense_forward: float, step: int) -> float:
+        """RigL's own accounting (paper, appendix H): one dense gradient every ``delta_t`` steps until ``T_end``.
+
+        ``(3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1)`` per sample while the masks still change, ``3 f_S`` after.
+        """
+        if self.end_step is not None and step >= self.end_step:
+            return 3.0 * sparse_forward
+        delta_t = self.delta_t
+        return (3.0 * sparse_forward * delta_t + 2.0 * sparse_forward + dense_forward) / (delta_t + 1)
+
 
 class SET(DynamicSparseTraining):
     """Sparse Evolutionary Training: drop the smallest active weights, grow connections at random.
