@@ -1,20 +1,32 @@
-"""Command line: ``python cli.py fit|validate|test|predict --config configs/<name>.yaml``.
+"""Command line: ``python cli.py fit|validate|test|predict --config configs/<name>.yaml`` and three tools.
+
+The tools are ``python cli.py sweep|report|export ...`` (:mod:`analysis.sweep`, :mod:`analysis.report`,
+:mod:`analysis.export`); each has ``--help``.
 
 A thin :class:`~lightning.pytorch.cli.LightningCLI` over the shared ResNet18 module and CIFAR-10 data module. A run
 lives in one directory, ``trainer.default_root_dir`` (each config sets ``runs/<config name>``): TensorBoard events
 and ``config.yaml`` at its top, checkpoints in ``checkpoints/`` with ``last.ckpt`` always kept, so that
-``--ckpt_path last`` resumes an interrupted run in place.
+``--ckpt_path last`` resumes an interrupted run in place. Every ``fit`` and ``test`` also writes ``summary.json``
+there (:class:`analysis.summary.RunSummary`, options ``--summary.*``).
+
+On a CUDA machine, a run that does not set ``trainer.precision`` trains in ``bf16-mixed`` (``16-mixed`` where the
+GPU has no bf16), the fast path; ``--trainer.precision 32-true`` turns it off.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from analysis.summary import RunSummary
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
 
@@ -41,6 +53,7 @@ class PruningCLI(LightningCLI):
         # on_train_epoch_end, since Lightning runs checkpoint callbacks last) captures what pruning callbacks
         # change at the epoch's end; a checkpoint taken at validation end would miss it.
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True})
+        parser.add_lightning_class_args(RunSummary, "summary")
 
     def before_instantiate_classes(self) -> None:
         """Put the TensorBoard logs and checkpoints of a run directly under ``trainer.default_root_dir``."""
@@ -54,11 +67,43 @@ class PruningCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=trainer.default_root_dir, name="", version="", default_hp_metric=False),
             )
+        if trainer.precision is None and _trains_on_cuda(trainer.accelerator):
+            trainer.precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+    def after_instantiate_classes(self) -> None:
+        """Tell the run summary which config files, label and method settings this run came from."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        config_files = [str(path) for path in (config.get("config") or []) if path is not None]
+        callbacks = config.trainer.callbacks or []
+        if not isinstance(callbacks, list):
+            callbacks = [callbacks]
+        described = [
+            {"class_path": item.class_path, "init_args": item.init_args.as_dict() if item.get("init_args") else {}}
+            for item in callbacks
+            if isinstance(item, Namespace) and item.get("class_path")
+        ]
+        label = Path(str(config_files[-1])).stem if config_files else None
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunSummary):
+                callback.run_info = {"config_files": config_files, "label": label, "callbacks": described}
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
         if config.get("enable_progress_bar") is False:
             self.trainer_defaults = {key: value for key, value in self.trainer_defaults.items() if key != "callbacks"}
         return super()._instantiate_trainer(config, callbacks)
+
+
+def _trains_on_cuda(accelerator: Any) -> bool:
+    return isinstance(accelerator, str) and accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def _tools() -> dict[str, Callable[[list[str]], int]]:
+    from analysis import export, report, sweep
+
+    return {"sweep": sweep.main, "report": report.main, "export": export.main}
+
+
+TOOLS = ("sweep", "report", "export")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
@@ -85,4 +130,6 @@ def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
+        sys.exit(_tools()[sys.argv[1]](sys.argv[2:]))
     main()
