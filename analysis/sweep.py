@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ from analysis.summary import is_complete, read_summary
 from pruning_callbacks.io import atomic_write_text
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
+TEST_RESERVE_S = 90.0
+"""Seconds kept for ``test`` (and process start-up) under ``--time-limit``."""
+MIN_FIT_S = 30.0
+"""A run is not started with less ``fit`` time than this left."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,11 @@ def plan_runs(root: Path, label: str, seeds: Sequence[int], settings: Sequence[t
     for combo in combos:
         for seed in seeds:
             directory = root / label
-            for key, value in combo:
-                directory = directory / _directory_part(key, value)
-            runs.append(Run(len(runs), seed, tuple(combo), directory / f"seed{seed}"))
+            for (key, value), (_, values) in zip(combo, settings, strict=True):
+                if len(values) > 1:  # a setting with one value does not tell runs apart
+                    directory = directory / _directory_part(key, value)
+            resolved = tuple((key, value.replace("{seed}", str(seed))) for key, value in combo)
+            runs.append(Run(len(runs), seed, resolved, directory / f"seed{seed}"))
     return runs
 
 
@@ -135,8 +142,22 @@ def run_status(run: Run) -> str:
     return "partial" if (run.directory / "checkpoints" / "last.ckpt").exists() else "new"
 
 
-def commands(run: Run, config: str, label: str, extra: Sequence[str], status: str) -> list[list[str]]:
-    """The ``fit`` (unless fitted) and ``test`` command lines of ``run``."""
+def _max_time(seconds: float) -> str:
+    seconds = max(1, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def commands(
+    run: Run, config: str, label: str, extra: Sequence[str], status: str, max_time_s: float | None = None
+) -> list[list[str]]:
+    """The ``fit`` (unless fitted) and ``test`` command lines of ``run``.
+
+    ``{seed}`` in a setting's value or in ``extra`` becomes the run's seed (e.g. a per-seed ``dense_checkpoint``).
+    ``max_time_s`` stops ``fit`` after that many seconds (``trainer.max_time``); the run then resumes next time.
+    """
     common = [
         "--config", config,
         "--seed_everything", str(run.seed),
@@ -145,11 +166,12 @@ def commands(run: Run, config: str, label: str, extra: Sequence[str], status: st
     ]  # fmt: skip
     for key, value in run.settings:
         common += [f"--{key}", value]
-    common += list(extra)
+    common += [arg.replace("{seed}", str(run.seed)) for arg in extra]
     result = []
     if status in ("new", "partial"):
         resume = ["--ckpt_path", "last"] if status == "partial" else []
-        result.append([sys.executable, str(CLI), "fit", *common, *resume])
+        limit = ["--trainer.max_time", _max_time(max_time_s)] if max_time_s is not None else []
+        result.append([sys.executable, str(CLI), "fit", *common, *limit, *resume])
     last = run.directory / "checkpoints" / "last.ckpt"
     result.append([sys.executable, str(CLI), "test", *common, "--ckpt_path", str(last)])
     return result
@@ -180,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     parser.add_argument("--report", action="store_true", help="write the report into <root>/<label>/report at the end")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="SECONDS",
+        help="stop after about this many seconds (fit stops via trainer.max_time and resumes on the next call); "
+        "for machines lent for a fixed time",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     if not Path(args.config).is_file():
@@ -200,13 +227,21 @@ def main(argv: list[str] | None = None) -> int:
 
     selected = runs if args.index is None else [runs[args.index]]
     failed: list[Run] = []
+    out_of_time = False
+    deadline = time.monotonic() + args.time_limit if args.time_limit is not None else None
     for run in selected:
         status = run_status(run)
         if status == "done":
             print(f"[sweep] {run.index}: {run.name}: done, skipped")
             continue
+        fit_budget = None
+        if deadline is not None:
+            fit_budget = deadline - time.monotonic() - TEST_RESERVE_S
+            if fit_budget < MIN_FIT_S:
+                print(f"[sweep] time limit reached; run the same command again to continue from run {run.index}")
+                break
         print(f"[sweep] {run.index}: {run.name}: {status} -> {run.directory}", flush=True)
-        for command in commands(run, args.config, label, extra, status):
+        for command in commands(run, args.config, label, extra, status, fit_budget):
             if args.dry_run:
                 print(" ".join(command))
                 continue
@@ -215,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[sweep] {run.index}: {run.name}: FAILED: {' '.join(command)}", file=sys.stderr, flush=True)
                 failed.append(run)
                 break
-        if failed and args.fail_fast:
+            if command[2] == "fit" and run_status(run) not in ("fitted", "done"):
+                # Stopped by --time-limit (trainer.max_time) before the last epoch: resume on the next call.
+                out_of_time = True
+                print(f"[sweep] {run.index}: {run.name}: fit stopped by the time limit; run again to resume it")
+                break
+        if (failed and args.fail_fast) or out_of_time:
             break
 
     if not args.dry_run:

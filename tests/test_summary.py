@@ -114,3 +114,10 @@ def test_summary_json_is_valid_json_with_no_nan(cifar_dir, tmp_path):
     text = (tmp_path / "summary.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text)
+
+
+def test_a_fit_cut_short_by_max_time_is_not_complete(cifar_dir, tmp_path):
+    main(["fit", "--config", SPARSE, *tiny_overrides(cifar_dir, tmp_path, epochs=1000), "--trainer.max_time",
+          "00:00:00:02"])  # fmt: skip
+    summary = read_summary(tmp_path / "summary.json")
+    assert summary["fit"]["completed"] is False and summary["fit"]["epochs"] < 1000
