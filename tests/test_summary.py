@@ -18,7 +18,8 @@ SPARSE = str(REPO / "configs" / "quickstart_sparse.yaml")
 def fit_and_test(config, cifar_dir, root, *extra, epochs=1):
     fit = main(["fit", "--config", config, *tiny_overrides(cifar_dir, root, epochs=epochs), *extra])
     last = str(root / "checkpoints" / "last.ckpt")
-    test = main(["test", "--config", config, *tiny_overrides(cifar_dir, root, epochs=epochs), *extra, "--ckpt_path", last])
+    overrides = tiny_overrides(cifar_dir, root, epochs=epochs)
+    test = main(["test", "--config", config, *overrides, *extra, "--ckpt_path", last])
     return fit, test, read_summary(root / "summary.json")
 
 
