@@ -14,7 +14,20 @@ from lit_modules import ResNet18, ResNet18Classifier
 from pruning_callbacks import MaskedTraining
 from tests.helpers import REPO, tiny_overrides
 
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(REPO / "configs").with_suffix(""))
+
+
+def dense_checkpoint_overrides(config: Path, tmp_path: Path) -> list[str]:
+    """Configs that start from a trained dense model get a tiny one (their YAML names the GPU run's file)."""
+    if "dense_checkpoint:" not in config.read_text():
+        return []
+    path = tmp_path / "dense_weights.pt"
+    torch.save(ResNet18Classifier(width=4).state_dict(), path)
+    return ["--trainer.callbacks.dense_checkpoint", str(path)]
 
 
 def test_there_are_configs():
@@ -23,12 +36,16 @@ def test_there_are_configs():
         "lottery_ticket_late_rewind.yaml", "han_magnitude.yaml", "oneshot_magnitude.yaml", "iterative_magnitude.yaml",
         "synflow.yaml", "snip.yaml", "grasp.yaml", "random_erk.yaml", "rigl.yaml", "set.yaml", "static_sparse.yaml",
     }  # fmt: skip
-    assert expected <= {path.name for path in CONFIGS}
+    repro = {"dense", "lth_rewind_init", "lth_late_rewind", "han", "oneshot", "iterative", "synflow", "snip", "grasp",
+             "random_erk", "rigl", "set"}  # fmt: skip
+    ids = {config_id(path) for path in CONFIGS}
+    assert {name.removesuffix(".yaml") for name in expected} | {f"repro/{name}" for name in repro} <= ids
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_every_config_parses_and_instantiates(config, cifar_dir, tmp_path):
-    cli = main(["--config", str(config), *tiny_overrides(cifar_dir, tmp_path)], run=False)
+    overrides = [*tiny_overrides(cifar_dir, tmp_path), *dense_checkpoint_overrides(config, tmp_path)]
+    cli = main(["--config", str(config), *overrides], run=False)
     assert isinstance(cli.model, ResNet18Classifier) and cli.model.hparams.width == 4
     assert isinstance(cli.datamodule, CIFAR10DataModule)
     checkpoints = [cb for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
@@ -36,9 +53,10 @@ def test_every_config_parses_and_instantiates(config, cifar_dir, tmp_path):
     assert Path(cli.trainer.default_root_dir) == tmp_path
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_every_config_runs_fast_dev_run(config, cifar_dir, tmp_path):
-    cli = main(["fit", "--config", str(config), *tiny_overrides(cifar_dir, tmp_path), "--trainer.fast_dev_run", "2"])
+    overrides = [*tiny_overrides(cifar_dir, tmp_path), *dense_checkpoint_overrides(config, tmp_path)]
+    cli = main(["fit", "--config", str(config), *overrides, "--trainer.fast_dev_run", "2"])
     assert cli.trainer.state.finished and cli.trainer.global_step == 2
 
 
