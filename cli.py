@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from analysis.summary import RunSummary
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
+from pruning_callbacks.monitor import GradientNormMonitor
 
 DEFAULT_ROOT_DIR = "runs/default"
 
@@ -54,6 +55,8 @@ class PruningCLI(LightningCLI):
         # change at the epoch's end; a checkpoint taken at validation end would miss it.
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True})
         parser.add_lightning_class_args(RunSummary, "summary")
+        # ``train/grad_norm``: the gradient norm of the remaining weights, on logging steps only.
+        parser.add_lightning_class_args(GradientNormMonitor, "grad_norm")
 
     def before_instantiate_classes(self) -> None:
         """Put the TensorBoard logs and checkpoints of a run directly under ``trainer.default_root_dir``."""

@@ -35,6 +35,7 @@ from typing_extensions import override
 from analysis.export import dense_size_bytes, export_sparse
 from analysis.flops import FlopCount, layer_flops, sparse_forward_flops
 from pruning_callbacks.base import MaskedTraining
+from pruning_callbacks.early_bird import EarlyBird
 from pruning_callbacks.io import atomic_write_text
 from pruning_callbacks.parameters import prunable_parameters
 
@@ -316,7 +317,7 @@ class RunSummary(Callback):
 
     def _method(self, trainer: Trainer) -> dict[str, Any]:
         configured = self.run_info.get("callbacks") or []
-        methods = [cb for cb in trainer.callbacks if type(cb).__module__.startswith("pruning_callbacks.")]
+        methods = [cb for cb in trainer.callbacks if isinstance(cb, (MaskedTraining, EarlyBird))]
         if not methods:
             return {"name": "dense", "callbacks": []}
         described = []

@@ -1,4 +1,4 @@
-"""What every benchmark shares: naming the device and writing its results atomically."""
+"""What every benchmark shares: naming the device, describing the software, writing results atomically."""
 
 from __future__ import annotations
 
@@ -22,6 +22,25 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Where a result was measured: device, its name, and the versions and thread count that affect timings."""
+    import lightning
+    import torchmetrics
+
+    cuda = device.startswith("cuda")
+    return {
+        "device": device,
+        "device_name": device_name(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
 
 
 def save_results(name: str, result: dict[str, Any], markdown: str, *, ci: bool, device: str) -> None:

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from typing_extensions import override
 
+from datamodules.ood import OOD_LABEL, load_ood_images, prepare_ood, resolve_ood
 from pruning_callbacks.seeding import generator as seeded_generator
 from pruning_callbacks.seeding import global_seed
 
@@ -402,6 +403,10 @@ class CIFAR10DataModule(LightningDataModule):
     random crop (4-pixel zero padding) and horizontal flip to training batches first. The shuffle order, crops and
     flips depend only on ``(seed, epoch, position)``.
 
+    With ``ood`` set, :meth:`test_dataloader` returns two loaders, ``[CIFAR-10 test, OOD]``; the OOD batches are
+    ``(uint8 images, labels = -1)`` and are normalised exactly like test batches (:mod:`datamodules.ood`). A module's
+    ``test_step`` then receives ``dataloader_idx`` 0 or 1. Validation and predict loaders never include it.
+
     With ``gpu_resident`` the whole dataset is copied to the training device once and batches are sliced from it
     (:class:`ResidentBatchLoader`); otherwise a ``DataLoader`` with ``num_workers`` workers serves it from CPU
     memory. Both give bit-identical batches.
@@ -420,7 +425,14 @@ class CIFAR10DataModule(LightningDataModule):
         gpu_resident: Keep the dataset on the training device and slice batches there; ``None`` means ``True``
             exactly when the trainer runs on CUDA. ``True`` on a CPU trainer uses the same loader in CPU memory.
         num_workers: DataLoader workers (DataLoader path only).
-        download: Download with torchvision in :meth:`prepare_data` when no local copy is found.
+        download: Download with torchvision in :meth:`prepare_data` when no local copy is found (CIFAR-10 and the
+            ``cifar100`` / ``svhn`` OOD sets).
+        ood: Out-of-distribution test set served as a second test loader: ``null`` / ``none`` (no second loader),
+            ``gaussian``, ``uniform``, ``cifar100``, ``svhn``, or a path to a folder of ``.png``/``.jpg``/``.jpeg``
+            images (any layout, resized to 32x32); default ``gaussian``, which needs no download. See
+            :mod:`datamodules.ood`.
+        ood_size: Number of images of the ``gaussian`` and ``uniform`` sets, drawn from ``seed``; the other sets are
+            used whole.
 
     Raises:
         ValueError: If an argument has the wrong type or is out of range.
@@ -438,6 +450,8 @@ class CIFAR10DataModule(LightningDataModule):
         gpu_resident: bool | None = None,
         num_workers: int = 2,
         download: bool = True,
+        ood: str | None = "gaussian",
+        ood_size: int = 10_000,
     ) -> None:
         super().__init__()
         if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
@@ -451,6 +465,8 @@ class CIFAR10DataModule(LightningDataModule):
         _check_bool("gpu_resident", gpu_resident, allow_none=True)
         _check_int("num_workers", num_workers, 0)
         _check_bool("download", download)
+        resolved_ood = resolve_ood(ood)
+        _check_int("ood_size", ood_size, 1)
         # Recorded in checkpoints and exposed as ``self.hparams``; no key may clash with the model's hparams, or
         # Lightning refuses to log both.
         self.save_hyperparameters()
@@ -464,6 +480,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.gpu_resident = gpu_resident
         self.num_workers = num_workers
         self.download = download
+        self.ood = resolved_ood
+        self.ood_size = ood_size
 
         self.classes: tuple[str, ...] = CLASSES
         self.source: str | None = None
@@ -472,6 +490,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.train_split: TensorSplit | None = None
         self.val_split: TensorSplit | None = None
         self.test_split: TensorSplit | None = None
+        self.ood_split: TensorSplit | None = None
+        self._ood_key: tuple[str, int, int] | None = None
         self.resolved_seed: int | None = None
         self.resident = False
         self._plan: tuple[int, torch.device, Tensor, Tensor] | None = None
@@ -489,11 +509,15 @@ class CIFAR10DataModule(LightningDataModule):
 
     @override
     def prepare_data(self) -> None:
-        """Download CIFAR-10 with torchvision when no local copy exists and ``download`` is set.
+        """Download CIFAR-10 (and a ``cifar100`` / ``svhn`` OOD set) when no local copy exists and ``download`` is set.
 
         Raises:
             FileNotFoundError: If there is no local copy and the download is disabled or fails.
         """
+        self._prepare_cifar10()
+        prepare_ood(self.ood, self.root, self.download)
+
+    def _prepare_cifar10(self) -> None:
         root = self.root
         kind, found_note = _find_source(root)
         if kind is not None:
@@ -517,7 +541,8 @@ class CIFAR10DataModule(LightningDataModule):
         """Load the data once, split it, resolve the seed and place the tensors for the chosen loader.
 
         Args:
-            stage: Lightning's stage (``fit``, ``validate``, ``test`` or ``predict``); every stage loads everything.
+            stage: Lightning's stage (``fit``, ``validate``, ``test`` or ``predict``); every stage loads all of
+                CIFAR-10, only ``test`` the OOD set.
 
         Raises:
             FileNotFoundError: If no local copy exists (download happens in :meth:`prepare_data`, not here).
@@ -535,6 +560,28 @@ class CIFAR10DataModule(LightningDataModule):
         self.test_split = self.test_split.to(storage)
         if self.val_split is not None:
             self.val_split = self.val_split.to(storage)
+        if stage == "test":
+            self._setup_ood()
+
+    def _setup_ood(self) -> None:
+        """Build the OOD set once per ``(set, size, seed)`` and place it with the other splits.
+
+        Called for the ``test`` stage only (and by :meth:`test_dataloader` when another stage asks for test batches),
+        so ``fit`` neither loads nor holds it.
+        """
+        if self.ood is None:
+            self.ood_split = None
+            return
+        assert self.resolved_seed is not None and self.test_split is not None
+        storage = self.test_split.images.device
+        key = (self.ood, self.ood_size, self.resolved_seed)
+        if self.ood_split is None or self._ood_key != key:
+            start = time.perf_counter()
+            images = load_ood_images(self.ood, self.root, self.ood_size, self.resolved_seed)
+            self.ood_split = TensorSplit(images, torch.full((len(images),), OOD_LABEL, dtype=torch.long))
+            self._ood_key = key
+            rank_zero_info(f"OOD test set {self.ood!r}: {len(images)} images in {time.perf_counter() - start:.1f}s.")
+        self.ood_split = self.ood_split.to(storage)
 
     def _load_and_split(self) -> None:
         root = self.root
@@ -650,23 +697,30 @@ class CIFAR10DataModule(LightningDataModule):
         return self._eval_loader(self.val_split)
 
     @override
-    def test_dataloader(self) -> DataLoader | ResidentBatchLoader:
-        """Test batches ``(uint8 images, labels)`` from the official test set."""
+    def test_dataloader(self) -> DataLoader | ResidentBatchLoader | list[DataLoader | ResidentBatchLoader]:
+        """Test batches ``(uint8 images, labels)`` from the official test set; ``[test, OOD]`` when ``ood`` is set."""
         self._require_setup()
         assert self.test_split is not None
-        return self._eval_loader(self.test_split)
+        test = self._eval_loader(self.test_split)
+        self._setup_ood()
+        if self.ood_split is None:
+            return test
+        return [test, self._eval_loader(self.ood_split)]
 
     @override
     def predict_dataloader(self) -> DataLoader | ResidentBatchLoader:
-        """The test loader."""
-        return self.test_dataloader()
+        """The CIFAR-10 test loader (never the OOD one)."""
+        self._require_setup()
+        assert self.test_split is not None
+        return self._eval_loader(self.test_split)
 
     @override
     def on_after_batch_transfer(self, batch: Sequence[Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Augment training batches with the epoch's plan, then normalise; runs on the batch's device.
 
         Args:
-            batch: ``(uint8 images, labels, positions)`` while training, ``(uint8 images, labels)`` otherwise.
+            batch: ``(uint8 images, labels, positions)`` while training, ``(uint8 images, labels)`` otherwise (OOD
+                test batches included, whatever their ``dataloader_idx``).
             dataloader_idx: Index of the dataloader the batch came from.
 
         Returns:

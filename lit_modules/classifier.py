@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,9 +11,13 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassCalibrationError
 
+from analysis.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
+from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from lit_modules.resnet import build_resnet18_layers, resnet18_forward
+from pruning_callbacks.seeding import generator as seeded_generator
+from pruning_callbacks.seeding import global_seed
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULERS = ("multistep", "cosine", "constant")
@@ -45,6 +50,31 @@ class ResNet18Classifier(LightningModule):
         channels_last: Run convolutions in channels-last memory format (faster with mixed precision on GPUs).
         compile: Compile the module with ``torch.compile``. Masks are applied in place to the parameters, so
             changing masks never forces a recompile.
+        compile_backend: The ``torch.compile`` backend (``inductor``; ``eager`` or ``aot_eager`` to debug).
+        adv_samples: Number of test images attacked with FGSM and PGD for ``test/adv_fgsm_acc`` and
+            ``test/adv_pgd_acc``; 0 disables both. Under DDP each rank attacks the first
+            ``ceil(adv_samples / world_size)`` images of its shard, so slightly more than ``adv_samples`` may be used.
+        adv_eps: L∞ radius of both attacks in pixel units (``8/255``, the usual CIFAR-10 budget).
+        pgd_steps: Number of PGD steps.
+        pgd_step_size: PGD step size in pixel units.
+
+    Test metrics (:meth:`test_step`), with the CIFAR-10 test set as dataloader 0 and an optional out-of-distribution
+    set as dataloader 1 (``CIFAR10DataModule(ood=...)``):
+
+    * ``test/acc``, ``test/loss``: top-1 accuracy and mean cross-entropy;
+    * ``test/ece``: expected calibration error, 15 equal-width bins, l1 (Guo et al. 2017,
+      https://arxiv.org/abs/1706.04599); ``test/nll``: mean negative log-likelihood (the same value as ``test/loss``,
+      under the name calibration studies use);
+    * ``test/ood_auroc``: AUROC of the maximum softmax probability, CIFAR-10 test positive, OOD negative (Hendrycks &
+      Gimpel 2017, https://arxiv.org/abs/1610.02136); only with a second test dataloader;
+    * ``test/adv_fgsm_acc``, ``test/adv_pgd_acc``: accuracy under FGSM (Goodfellow et al. 2015,
+      https://arxiv.org/abs/1412.6572) and L∞ PGD with a seeded random start (Madry et al. 2018,
+      https://arxiv.org/abs/1706.06083) on the first ``adv_samples`` test images. The attacks work in pixel space:
+      they undo the CIFAR-10 standardisation of :class:`datamodules.CIFAR10DataModule` (``CIFAR10_MEAN`` /
+      ``CIFAR10_STD``), perturb within ``[0, 1]`` and standardise again.
+
+    All are torchmetrics states or epoch means reduced across DDP ranks at the end of the test epoch, never read
+    back to the host during it.
 
     Raises:
         ValueError: If an option is outside its allowed values.
@@ -65,6 +95,11 @@ class ResNet18Classifier(LightningModule):
         cosine_epochs: int | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        compile_backend: str = "inductor",
+        adv_samples: int = 1000,
+        adv_eps: float = 8 / 255,
+        pgd_steps: int = 10,
+        pgd_step_size: float = 2 / 255,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -83,13 +118,32 @@ class ResNet18Classifier(LightningModule):
             raise ValueError(f"milestones must be increasing positive epochs, got {list(milestones)}")
         if cosine_epochs is not None and cosine_epochs < 1:
             raise ValueError(f"cosine_epochs must be a positive integer or null, got {cosine_epochs}")
+        if isinstance(adv_samples, bool) or not isinstance(adv_samples, int) or adv_samples < 0:
+            raise ValueError(f"adv_samples must be an integer >= 0 (0 disables the attacks), got {adv_samples!r}")
+        if not 0 <= adv_eps <= 1:
+            raise ValueError(f"adv_eps must be in [0, 1] (pixel units, e.g. 0.0313725 for 8/255), got {adv_eps}")
+        if isinstance(pgd_steps, bool) or not isinstance(pgd_steps, int) or pgd_steps < 1:
+            raise ValueError(f"pgd_steps must be a positive integer, got {pgd_steps!r}")
+        if not 0 < pgd_step_size <= 1:
+            raise ValueError(
+                f"pgd_step_size must be in (0, 1] (pixel units, e.g. 0.0078431 for 2/255), got {pgd_step_size}"
+            )
         self.save_hyperparameters()
         for name, layer in build_resnet18_layers(width, num_classes).items():
             self.add_module(name, layer)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # validate_args=False: the checks call torch.unique on the targets, a host sync at every step.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_ece = MulticlassCalibrationError(num_classes, n_bins=CALIBRATION_BINS, norm="l1", validate_args=False)
+        self.test_ood_auroc = BinaryAUROC(thresholds=None, validate_args=False)
+        self.test_adv_fgsm_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_adv_pgd_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self._compiled = False
+        self._adv_seen = 0
+        self._with_ood = False
+        self._pgd_generator: torch.Generator | None = None
+        self._pixel_stats: tuple[Tensor, Tensor] | None = None
 
     def configure_model(self) -> None:
         """Apply the speed options once, before training (memory format, then compilation)."""
@@ -97,7 +151,7 @@ class ResNet18Classifier(LightningModule):
             self.to(memory_format=torch.channels_last)
         if self.hparams.compile and not self._compiled:
             # Compiles this module's __call__ in place: parameter names and state_dict keys stay unchanged.
-            self.compile()
+            self.compile(backend=self.hparams.compile_backend)
             self._compiled = True
 
     def forward(self, x: Tensor) -> Tensor:
@@ -111,7 +165,7 @@ class ResNet18Classifier(LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits.detach(), y)
+        self.train_acc.update(logits.detach(), y)  # forward() would also compute an unlogged batch accuracy
         # No prog_bar on per-step values: the progress bar would read them back to the host at every step.
         self.log("train/loss", loss, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -121,20 +175,106 @@ class ResNet18Classifier(LightningModule):
         """Log ``val/loss`` and ``val/acc``."""
         self._evaluate(batch, "val", self.val_acc)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Log ``test/loss`` and ``test/acc``."""
-        self._evaluate(batch, "test", self.test_acc)
+    def on_test_epoch_start(self) -> None:
+        """Reset the per-epoch attack budget and check whether an OOD dataloader follows the test set."""
+        self._adv_seen = 0
+        self._with_ood = len(self.trainer.num_test_batches) > 1
+        # One stream per rank: the ranks attack different images. CPU, so every device draws the same starts.
+        self._pgd_generator = seeded_generator(global_seed(), "pgd", self.global_rank)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Dataloader 0 (CIFAR-10 test): accuracy, loss, calibration, attacks; dataloader 1 (OOD): MSP scores.
+
+        See the class docstring for the metrics. Every name is logged without Lightning's ``/dataloader_idx_N``
+        suffix.
+
+        Raises:
+            ValueError: If there are more than two test dataloaders.
+        """
+        if dataloader_idx == 1:
+            x, _ = batch
+            scores = msp_scores(self(x))
+            self.test_ood_auroc.update(scores, torch.zeros_like(scores, dtype=torch.long))
+            return
+        if dataloader_idx != 0:
+            raise ValueError(
+                f"test_step expects at most two test dataloaders (CIFAR-10 test, OOD set), got dataloader_idx "
+                f"{dataloader_idx}"
+            )
+        x, y = batch
+        logits, loss = self._evaluate(batch, "test", self.test_acc, add_dataloader_idx=False)
+        probs = logits.float().softmax(dim=-1)
+        self.test_ece.update(probs, y)
+        self.log("test/ece", self.test_ece, add_dataloader_idx=False)
+        self.log("test/nll", loss, sync_dist=True, add_dataloader_idx=False)
+        if self._with_ood:
+            scores = probs.amax(dim=-1)
+            self.test_ood_auroc.update(scores, torch.ones_like(scores, dtype=torch.long))
+        self._adversarial_accuracy(x, y)
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/ood_auroc`` (torchmetrics gathers the scores of every rank) when an OOD set was tested."""
+        if self._with_ood:
+            # Logging the metric object: Lightning computes it once, synchronised across ranks, then resets it.
+            self.log("test/ood_auroc", self.test_ood_auroc, add_dataloader_idx=False)
+        else:
+            self.test_ood_auroc.reset()
+
+    def _adversarial_accuracy(self, x: Tensor, y: Tensor) -> None:
+        """Attack the first images of this rank's shard until its share of ``adv_samples`` is used up."""
+        hp = self.hparams
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        remaining = math.ceil(hp.adv_samples / world_size) - self._adv_seen
+        if remaining <= 0:
+            return
+        x, y = x[:remaining], y[:remaining]
+        self._adv_seen += len(y)
+        if self._pixel_stats is None or self._pixel_stats[0].device != x.device:
+            # Made once per device (building a tensor from Python numbers copies it to the device synchronously), and
+            # outside inference mode: the attacks differentiate through the standardisation, and autograd refuses
+            # inference tensors.
+            with torch.inference_mode(False):
+                self._pixel_stats = (
+                    torch.tensor(CIFAR10_MEAN, device=x.device).view(1, 3, 1, 1),
+                    torch.tensor(CIFAR10_STD, device=x.device).view(1, 3, 1, 1),
+                )
+        mean, std = self._pixel_stats
+
+        def standardize(pixels: Tensor) -> Tensor:
+            return (pixels - mean) / std
+
+        pixels = (x.float() * std + mean).clamp_(0.0, 1.0)
+        fgsm_images = fgsm(self, pixels, y, eps=hp.adv_eps, normalize=standardize)
+        pgd_images = pgd(
+            self,
+            pixels,
+            y,
+            eps=hp.adv_eps,
+            step_size=hp.pgd_step_size,
+            steps=hp.pgd_steps,
+            random_start=True,
+            generator=self._pgd_generator,
+            normalize=standardize,
+        )
+        self.test_adv_fgsm_acc.update(self(standardize(fgsm_images)), y)
+        self.test_adv_pgd_acc.update(self(standardize(pgd_images)), y)
+        self.log("test/adv_fgsm_acc", self.test_adv_fgsm_acc, add_dataloader_idx=False)
+        self.log("test/adv_pgd_acc", self.test_adv_pgd_acc, add_dataloader_idx=False)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Return class probabilities."""
         return self(batch[0]).softmax(dim=-1)
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(
+        self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy, add_dataloader_idx: bool = True
+    ) -> tuple[Tensor, Tensor]:
         x, y = batch
         logits = self(x)
-        accuracy(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log(f"{stage}/acc", accuracy, prog_bar=True)
+        loss = F.cross_entropy(logits, y)
+        accuracy.update(logits, y)
+        self.log(f"{stage}/loss", loss, sync_dist=True, add_dataloader_idx=add_dataloader_idx)
+        self.log(f"{stage}/acc", accuracy, prog_bar=True, add_dataloader_idx=add_dataloader_idx)
+        return logits, loss
 
     def on_train_epoch_start(self) -> None:
         """Log the learning rate of the first parameter group."""

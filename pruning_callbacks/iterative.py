@@ -316,6 +316,9 @@ class IterativePruning(MaskedTraining):
         if datamodule is None:
             return None
         loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+        if isinstance(loader, (list, tuple)):
+            # Extra test loaders (an OOD set) come after the split itself.
+            loader = loader[0] if loader else None
         if not loader:
             return None
         was_training = pl_module.training

@@ -197,7 +197,9 @@ def test_val_size_zero_means_no_validation_loader(png_dir: Path, gpu_resident: b
 @pytest.mark.parametrize("gpu_resident", [False, True])
 def test_eval_loaders(png_dir: Path, gpu_resident: bool) -> None:
     dm = make_dm(png_dir, eval_batch_size=64, gpu_resident=gpu_resident)
-    assert isinstance(dm.test_dataloader(), ResidentBatchLoader if gpu_resident else DataLoader)
+    loader_type = ResidentBatchLoader if gpu_resident else DataLoader
+    # CIFAR-10 test first, then the default OOD set (gaussian noise).
+    assert [type(loader) for loader in dm.test_dataloader()] == [loader_type, loader_type]
     for loader, split in ((dm.val_dataloader(), dm.val_split), (dm.predict_dataloader(), dm.test_split)):
         batches = list(loader)
         assert len(loader) == len(batches) == -(-len(split) // 64)
@@ -448,8 +450,9 @@ class ColourNet(LightningModule):
         self.val_correct += int((self(x).argmax(dim=1) == y).sum())
         self.val_total += len(y)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:  # the second loader is the OOD set
+            self.validation_step(batch, batch_idx)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=0.1)
