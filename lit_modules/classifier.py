@@ -47,7 +47,8 @@ class ResNet18Classifier(LightningModule):
         milestones: Epochs at which ``multistep`` multiplies the learning rate by ``gamma``.
         gamma: Factor for ``multistep``.
         cosine_epochs: Period of the cosine schedule; ``None`` means the Trainer's ``max_epochs``.
-        channels_last: Run convolutions in channels-last memory format (faster with mixed precision on GPUs).
+        channels_last: Run convolutions in channels-last memory format (faster with mixed precision on GPUs);
+            ``None`` (the default) turns it on when the trainer runs on a CUDA device and off elsewhere.
         compile: Compile the module with ``torch.compile``. Masks are applied in place to the parameters, so
             changing masks never forces a recompile.
         compile_backend: The ``torch.compile`` backend (``inductor``; ``eager`` or ``aot_eager`` to debug).
@@ -93,7 +94,7 @@ class ResNet18Classifier(LightningModule):
         milestones: Sequence[int] = (60, 120, 160),
         gamma: float = 0.2,
         cosine_epochs: int | None = None,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         compile: bool = False,
         compile_backend: str = "inductor",
         adv_samples: int = 1000,
@@ -140,6 +141,7 @@ class ResNet18Classifier(LightningModule):
         self.test_adv_fgsm_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_adv_pgd_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self._compiled = False
+        self._channels_last = bool(channels_last)
         self._adv_seen = 0
         self._with_ood = False
         self._pgd_generator: torch.Generator | None = None
@@ -147,16 +149,23 @@ class ResNet18Classifier(LightningModule):
 
     def configure_model(self) -> None:
         """Apply the speed options once, before training (memory format, then compilation)."""
-        if self.hparams.channels_last:
+        self._channels_last = self._resolve_channels_last()
+        if self._channels_last:
             self.to(memory_format=torch.channels_last)
         if self.hparams.compile and not self._compiled:
             # Compiles this module's __call__ in place: parameter names and state_dict keys stay unchanged.
             self.compile(backend=self.hparams.compile_backend)
             self._compiled = True
 
+    def _resolve_channels_last(self) -> bool:
+        if self.hparams.channels_last is not None:
+            return bool(self.hparams.channels_last)
+        trainer = self._trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def forward(self, x: Tensor) -> Tensor:
         """Return logits for normalized images of shape ``(N, 3, 32, 32)``."""
-        if self.hparams.channels_last:
+        if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return resnet18_forward(self, x)
 

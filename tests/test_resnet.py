@@ -56,3 +56,20 @@ def test_optimizer_and_schedule_defaults():
     scheduler = config["lr_scheduler"]["scheduler"]
     assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)
     assert dict(scheduler.milestones) == {60: 1, 120: 1, 160: 1} and scheduler.gamma == 0.2
+
+
+def test_channels_last_defaults_to_on_for_cuda_trainers_only():
+    from types import SimpleNamespace
+
+    import torch
+
+    from lit_modules import ResNet18Classifier
+
+    def resolved(option, device):
+        model = ResNet18Classifier(width=4, channels_last=option)
+        model._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        return model._resolve_channels_last()
+
+    assert resolved(None, "cuda") and not resolved(None, "cpu")
+    assert resolved(True, "cpu") and not resolved(False, "cuda")
+    assert not ResNet18Classifier(width=4)._resolve_channels_last()  # no trainer: plain module, contiguous
