@@ -13,6 +13,9 @@ Winners" (RigL, https://arxiv.org/abs/1911.11134, appendix H):
   (gradients with respect to the activations and to the weights);
 * RigL adds a dense gradient every ``delta_t`` steps; SET and static sparse training cost the same as a sparse
   forward-backward (SET's random growth needs no dense gradient).
+
+The training formulas live with the methods, in ``MaskedTraining.training_flops_per_sample`` and RigL's override;
+:class:`analysis.summary.RunSummary` applies them epoch by epoch.
 """
 
 from __future__ import annotations
@@ -133,36 +136,3 @@ def sparse_forward_flops(count: FlopCount, densities: Mapping[str, float]) -> fl
             raise ValueError(f"density of '{name}' must be in [0, 1], got {density}")
         saved += (1.0 - density) * count.per_weight[name]
     return count.total - saved
-
-
-def dense_training_flops_per_sample(dense_forward: float) -> float:
-    """Training FLOPs of one sample for a dense model: ``3 f_D`` (forward, then twice that for the backward)."""
-    return 3.0 * dense_forward
-
-
-def static_sparse_training_flops_per_sample(sparse_forward: float) -> float:
-    """Training FLOPs of one sample with fixed masks: ``3 f_S``. SET costs the same (its growth is random)."""
-    return 3.0 * sparse_forward
-
-
-set_training_flops_per_sample = static_sparse_training_flops_per_sample
-"""SET (Mocanu et al. 2018, https://arxiv.org/abs/1707.04780) costs the same as static sparse training."""
-
-
-def rigl_training_flops_per_sample(sparse_forward: float, dense_forward: float, delta_t: int) -> float:
-    """Training FLOPs of one sample with RigL: ``(3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1)``.
-
-    Evci et al. 2020 (https://arxiv.org/abs/1911.11134, appendix H): ``ΔT`` sparse steps, then one step that
-    computes the dense gradient to choose the connections to grow.
-
-    Args:
-        sparse_forward: Forward FLOPs of one sample at the current masks (``f_S``).
-        dense_forward: Forward FLOPs of one sample of the dense model (``f_D``).
-        delta_t: Steps between mask updates (``ΔT``), positive.
-
-    Raises:
-        ValueError: If ``delta_t`` is not positive.
-    """
-    if delta_t < 1:
-        raise ValueError(f"delta_t must be a positive number of steps, got {delta_t}")
-    return (3.0 * sparse_forward * delta_t + 2.0 * sparse_forward + dense_forward) / (delta_t + 1)

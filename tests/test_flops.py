@@ -8,12 +8,8 @@ from torch import nn
 
 from analysis.flops import (
     FlopCount,
-    dense_training_flops_per_sample,
     layer_flops,
-    rigl_training_flops_per_sample,
-    set_training_flops_per_sample,
     sparse_forward_flops,
-    static_sparse_training_flops_per_sample,
 )
 from lit_modules.classifier import ResNet18Classifier
 from lit_modules.resnet import ResNet18
@@ -102,12 +98,11 @@ def test_sparse_forward_flops_rejects_unknown_layers_and_bad_densities() -> None
 
 
 def test_training_flops_hand_cases() -> None:
-    assert dense_training_flops_per_sample(1000.0) == 3000.0
-    assert static_sparse_training_flops_per_sample(100.0) == 300.0
-    assert set_training_flops_per_sample(100.0) == 300.0
-    # (3 * 100 * 4 + 2 * 100 + 1000) / (4 + 1)
-    assert rigl_training_flops_per_sample(100.0, 1000.0, 4) == 480.0
-    # Rare dense steps: RigL tends to static sparse training.
-    assert rigl_training_flops_per_sample(100.0, 1000.0, 10**9) == pytest.approx(300.0)
-    with pytest.raises(ValueError, match="delta_t"):
-        rigl_training_flops_per_sample(100.0, 1000.0, 0)
+    from pruning_callbacks import RigL, StaticSparse
+
+    assert StaticSparse(target_sparsity=0.9).training_flops_per_sample(100.0, 1000.0, step=0) == 300.0
+    rigl = RigL(target_sparsity=0.9, delta_t=4)
+    rigl.end_step = 50
+    # Before T_end: (3 * 100 * 4 + 2 * 100 + 1000) / (4 + 1); after it, static sparse.
+    assert rigl.training_flops_per_sample(100.0, 1000.0, step=10) == 480.0
+    assert rigl.training_flops_per_sample(100.0, 1000.0, step=50) == 300.0
