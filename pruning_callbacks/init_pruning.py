@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from pruning_callbacks.distributions import check_target_sparsity
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.scores import (
+    BN_MODES,
     GRASP_TEMPERATURE,
     SCORES,
     ScoreContext,
@@ -183,6 +184,9 @@ class MaskRecipe:
         temperature: GraSP's softmax temperature.
         input_shape: Shape of one input for ``synflow`` (e.g. ``[3, 32, 32]``); ``None`` takes it from a batch or
             the module's ``example_input_array``.
+        bn_mode: The mode ``snip`` and ``grasp`` score the model in: ``eval`` (BatchNorm with running statistics)
+            or ``train`` (batch statistics); ``None`` means each score's reference default, ``eval`` for SNIP and
+            ``train`` for GraSP (:data:`~pruning_callbacks.scores.DEFAULT_BN_MODES`).
 
     Raises:
         ValueError: On an unknown score or ``ratio_from``, an invalid sparsity, scope or distribution, ``synflow``
@@ -201,6 +205,7 @@ class MaskRecipe:
     num_batches: int = 1
     temperature: float = GRASP_TEMPERATURE
     input_shape: tuple[int, ...] | None = None
+    bn_mode: str | None = None
 
     def __post_init__(self) -> None:
         get_score(self.score)
@@ -240,6 +245,8 @@ class MaskRecipe:
             if not shape or any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):
                 raise ValueError(f"input_shape must be a list of positive integers such as [3, 32, 32], got {shape}.")
             object.__setattr__(self, "input_shape", shape)
+        if self.bn_mode is not None and self.bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)} or null, got {self.bn_mode!r}.")
         if self.layer_sparsity is not None:
             object.__setattr__(self, "layer_sparsity", dict(self.layer_sparsity))
 
@@ -284,6 +291,8 @@ class MaskRecipe:
         options: dict[str, Any] = {"temperature": float(self.temperature)}
         if self.input_shape is not None:
             options["input_shape"] = self.input_shape
+        if self.bn_mode is not None:
+            options["bn_mode"] = self.bn_mode
         return options
 
     def describe(self) -> str:

@@ -35,7 +35,13 @@ from pruning_callbacks.masks import Masks
 from pruning_callbacks.schedules import Iterative
 from pruning_callbacks.scores import ScoreContext, compute_scores, get_score
 from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import check_pruning_request, prune_below_std_threshold, prune_to_sparsity
+from pruning_callbacks.selection import (
+    STD_OF,
+    check_pruning_request,
+    layer_stds,
+    prune_below_std_threshold,
+    prune_to_sparsity,
+)
 
 RESETS = ("rewind", "finetune")
 ROUND_COLUMNS = ("round", "epoch", "sparsity", "remaining_weights", "val_acc", "test_acc")
@@ -400,16 +406,22 @@ class LotteryTicket(IterativePruning):
 
 
 class HanMagnitude(IterativePruning):
-    """Han et al. iterative pruning with a per-layer threshold of ``quality`` × the standard deviation.
+    """Han et al. iterative pruning with a per-layer threshold of ``quality`` × a standard deviation.
 
     Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks"
     (https://arxiv.org/abs/1506.02626): train dense (or load a trained ``dense_checkpoint``), then ``iterations``
-    times prune every weight whose magnitude is below ``quality`` × the standard deviation of its layer's remaining
-    weights and fine-tune the rest at ``finetune_lr`` for ``finetune_epochs`` epochs.
+    times prune every weight whose magnitude is below ``quality`` × the standard deviation of its layer and
+    fine-tune the rest at ``finetune_lr`` for ``finetune_epochs`` epochs. By default (``std_of: layer``, the seed
+    report's rule) the standard deviation is that of the layer's whole weight tensor, pruned zeros included, so an
+    iteration prunes more only where fine-tuning moved weights below the threshold. ``std_of: initial`` fixes it to
+    the dense layer's value at the first pruning (Distiller's ``SensitivityPruner``); ``std_of: remaining``
+    measures only the surviving weights, which compounds from one iteration to the next (see
+    :func:`~pruning_callbacks.selection.prune_below_std_threshold`).
 
     Args:
         quality: Multiple of the layer's standard deviation below which weights are pruned.
         iterations: Prune-then-fine-tune iterations.
+        std_of: ``layer`` (default), ``initial`` or ``remaining``.
         epochs_per_round: Epochs of dense training before the first pruning (ignored with ``dense_checkpoint``).
         finetune_epochs: Epochs of fine-tuning after each pruning.
         finetune_lr: Learning rate of the fine-tuning (the schedule restarts at every iteration).
@@ -421,13 +433,15 @@ class HanMagnitude(IterativePruning):
         log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
 
     Raises:
-        ValueError: If ``quality`` is not positive or ``iterations`` is not a positive integer.
+        ValueError: If ``quality`` is not positive, ``iterations`` is not a positive integer or ``std_of`` is
+            unknown.
     """
 
     def __init__(
         self,
         quality: float,
         iterations: int = 7,
+        std_of: str = "layer",
         epochs_per_round: int = 200,
         finetune_epochs: int = 100,
         finetune_lr: float = 0.01,
@@ -442,6 +456,8 @@ class HanMagnitude(IterativePruning):
             raise ValueError(f"quality must be positive, got {quality}")
         if iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations}")
+        if std_of not in STD_OF:
+            raise ValueError(f"std_of must be one of {', '.join(STD_OF)}, got {std_of!r}")
         # The schedule's fraction is a placeholder: the threshold rule decides each iteration's sparsity.
         super().__init__(
             rounds=iterations,
@@ -458,11 +474,29 @@ class HanMagnitude(IterativePruning):
             log_chart=log_chart,
         )
         self.quality = quality
+        self.std_of = std_of
+        self.initial_stds: dict[str, float] | None = None
 
     @override
     def next_masks(self, trainer: Trainer, pl_module: LightningModule, round_index: int) -> Masks:
         assert self.masks is not None
-        return prune_below_std_threshold(self.parameters, self.masks, self.quality)
+        if self.std_of == "initial" and self.initial_stds is None:
+            self.initial_stds = layer_stds(self.parameters, self.masks)
+        return prune_below_std_threshold(
+            self.parameters, self.masks, self.quality, std_of=self.std_of, initial_stds=self.initial_stds
+        )
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["initial_stds"] = dict(self.initial_stds) if self.initial_stds is not None else None
+        return state
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        stds = state_dict.get("initial_stds")
+        self.initial_stds = {str(name): float(value) for name, value in stds.items()} if stds is not None else None
 
 
 def _schedule(rounds: int | None, prune_fraction: float | None, target_sparsity: float | None) -> Iterative:

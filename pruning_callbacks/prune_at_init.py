@@ -64,6 +64,10 @@ class PruneAtInit(MaskedTraining):
             ``example_input_array`` or from one training batch (only its shape is used).
         min_weights_per_layer: In a global ranking, every layer keeps at least this many weights, so no layer is
             emptied; 0 allows emptying layers.
+        bn_mode: The mode ``snip`` and ``grasp`` score the model in (``eval``: BatchNorm with its running
+            statistics; ``train``: with the batch's). ``None`` follows each method's reference code: ``eval`` for
+            SNIP (the Synaptic-Flow code), ``train`` for GraSP (the authors' code). The ``ratio_from`` baselines
+            inherit it.
 
     Raises:
         ValueError: For a sparsity outside ``[0, 1)``; an unknown score, ``ratio_from``, scope or distribution; a
@@ -89,6 +93,7 @@ class PruneAtInit(MaskedTraining):
         temperature: float = GRASP_TEMPERATURE,
         input_shape: Sequence[int] | None = None,
         min_weights_per_layer: int = 1,
+        bn_mode: str | None = None,
     ) -> None:
         super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
         self.recipe = MaskRecipe(
@@ -103,6 +108,7 @@ class PruneAtInit(MaskedTraining):
             num_batches=num_batches,
             temperature=temperature,
             input_shape=tuple(input_shape) if input_shape is not None else None,
+            bn_mode=bn_mode,
         )
         self.target_sparsity = target_sparsity
         self.score = score

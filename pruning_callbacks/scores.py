@@ -185,6 +185,27 @@ def random_scores(context: ScoreContext) -> dict[str, Tensor]:
 GRASP_TEMPERATURE = 200.0
 """GraSP's softmax temperature (Wang et al. 2020, https://arxiv.org/abs/2002.07376, section 5)."""
 
+BN_MODES = ("eval", "train")
+"""The mode the model is scored in: ``eval`` (BatchNorm normalizes with its running statistics) or ``train`` (with
+the batch's statistics). Set through ``ScoreContext.options["bn_mode"]``."""
+
+DEFAULT_BN_MODES = {"snip": "eval", "grasp": "train"}
+"""Each data-dependent score's default mode, that of its reference code: SNIP in eval mode as the Synaptic-Flow
+code scores it (``prune.py``, ``model.eval()`` unless ``train_mode``), GraSP in train mode as its authors' code
+does (``alecwangcq/GraSP``, ``pruner/GraSP.py``)."""
+
+
+def bn_mode_of(name: str, options: Mapping[str, Any]) -> str:
+    """The mode score ``name`` runs the model in: ``options["bn_mode"]`` if set, else the score's default.
+
+    Raises:
+        ValueError: If the mode is not one of :data:`BN_MODES`.
+    """
+    mode = options.get("bn_mode") or DEFAULT_BN_MODES.get(name, "train")
+    if mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {mode!r}.")
+    return str(mode)
+
 
 def _require_module(name: str, context: ScoreContext) -> nn.Module:
     if context.module is None:
@@ -262,21 +283,23 @@ def snip_scores(context: ScoreContext) -> dict[str, Tensor]:
 
     From Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity"
     (https://arxiv.org/abs/1810.02340). ``L`` is the mean cross-entropy over all samples of all batches (and, under
-    DDP, of all ranks: the gradient is averaged over ranks before the absolute value). BatchNorm uses batch
-    statistics, as in training; its running statistics are left as they were. The paper's normalization by the sum
-    of all scores does not change the ranking and is left out.
+    DDP, of all ranks: the gradient is averaged over ranks before the absolute value). By default the model is
+    scored in eval mode, BatchNorm normalizing with its running statistics, as the Synaptic-Flow reference code
+    scores SNIP (``options["bn_mode"] = "train"`` uses the batch statistics instead); running statistics are left
+    as they were either way. The paper's normalization by the sum of all scores does not change the ranking and is
+    left out.
 
     Args:
-        context: Uses ``module``, ``params``, ``masks`` (the weights are scored at ``w ⊙ m``), ``batches`` and
-            ``reduce_mean``.
+        context: Uses ``module``, ``params``, ``masks`` (the weights are scored at ``w ⊙ m``), ``batches``,
+            ``reduce_mean`` and ``options["bn_mode"]``.
 
     Raises:
-        ValueError: Without a module or batches.
+        ValueError: Without a module or batches, or with an unknown ``bn_mode``.
     """
     module = _require_module("snip", context)
     batches = _require_batches("snip", context)
     total = sum(len(targets) for _, targets in batches)
-    with _scoring_mode(module, training=True):
+    with _scoring_mode(module, training=bn_mode_of("snip", context.options) == "train"):
         leaves = _masked_leaves(context)
         tensors = {**_buffer_copies(module), **leaves}
         gradient = [torch.zeros_like(leaf) for leaf in leaves.values()]
@@ -296,15 +319,17 @@ def grasp_scores(context: ScoreContext) -> dict[str, Tensor]:
     temperature (200 by default) and ``Hg`` the Hessian-gradient product, both over the prunable weights and
     averaged over all samples of all batches (and over DDP ranks). GraSP removes the weights with the *highest*
     ``-θ ⊙ Hg``, whose removal reduces gradient flow least; the engine keeps the highest scores, so this returns
-    ``θ ⊙ Hg`` and the same weights are kept. BatchNorm uses batch statistics; its running statistics are left as
-    they were.
+    ``θ ⊙ Hg`` and the same weights are kept. By default the model is scored in train mode, BatchNorm using the
+    batch statistics, as the authors' code does (``options["bn_mode"] = "eval"`` uses the running statistics); its
+    running statistics are left as they were.
 
     Args:
-        context: Uses ``module``, ``params``, ``masks``, ``batches``, ``reduce_mean`` and
-            ``options["temperature"]``.
+        context: Uses ``module``, ``params``, ``masks``, ``batches``, ``reduce_mean``, ``options["temperature"]``
+            and ``options["bn_mode"]``.
 
     Raises:
-        ValueError: Without a module or batches, or with a temperature that is not positive.
+        ValueError: Without a module or batches, with a temperature that is not positive, or an unknown
+            ``bn_mode``.
     """
     module = _require_module("grasp", context)
     batches = _require_batches("grasp", context)
@@ -312,7 +337,7 @@ def grasp_scores(context: ScoreContext) -> dict[str, Tensor]:
     if not temperature > 0:
         raise ValueError(f"GraSP temperature must be positive, got {temperature}.")
     total = sum(len(targets) for _, targets in batches)
-    with _scoring_mode(module, training=True):
+    with _scoring_mode(module, training=bn_mode_of("grasp", context.options) == "train"):
         leaves = _masked_leaves(context)
         tensors = {**_buffer_copies(module), **leaves}
         gradient = [torch.zeros_like(leaf) for leaf in leaves.values()]

@@ -8,7 +8,7 @@ exactly and the result is deterministic on every device.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -272,31 +272,79 @@ def prune_fraction(scores: Mapping[str, Tensor], masks: Masks, fraction: float, 
     return select_layerwise(scores, masks, keep)
 
 
-def prune_below_std_threshold(params: Mapping[str, Tensor], masks: Masks, quality: float) -> Masks:
-    """Prune, in each layer, the remaining weights whose magnitude is below ``quality`` × their standard deviation.
+STD_OF = ("layer", "initial", "remaining")
+"""What the standard deviation of Han et al.'s threshold is taken over (see :func:`prune_below_std_threshold`)."""
+
+
+def layer_stds(params: Mapping[str, Tensor], names: Iterable[str]) -> dict[str, float]:
+    """The standard deviation of each named weight tensor, all of it (pruned zeros included), in float64.
+
+    Args:
+        params: Parameter name to weights.
+        names: The parameters to measure.
+    """
+    return {name: float(params[name].detach().double().std()) if params[name].numel() > 1 else 0.0 for name in names}
+
+
+def prune_below_std_threshold(
+    params: Mapping[str, Tensor],
+    masks: Masks,
+    quality: float,
+    std_of: str = "layer",
+    initial_stds: Mapping[str, float] | None = None,
+) -> Masks:
+    """Prune, in each layer, the remaining weights whose magnitude is below ``quality`` × a standard deviation.
 
     The threshold rule of Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks"
-    (https://arxiv.org/abs/1506.02626): the standard deviation is that of the layer's remaining weights, so each
-    iteration tightens the threshold on what survived. Weights at or above the threshold are kept (through
-    :func:`select_layerwise`, so the counts are exact and ties deterministic).
+    (https://arxiv.org/abs/1506.02626): a layer's threshold is ``quality`` × the standard deviation ``σ`` of its
+    weights. Which weights ``σ`` is taken over is ``std_of``:
+
+    * ``layer`` (the seed report's rule, the default): the layer's whole weight tensor as it is now, pruned zeros
+      included. Pruning again with unchanged weights prunes nothing more (zeroing small weights does not raise
+      ``σ`` for weights centred near 0); only fine-tuning, by moving weights below the threshold, does.
+    * ``initial`` (Distiller's ``SensitivityPruner``): ``σ`` of the dense layer, measured at the first pruning and
+      passed back in ``initial_stds`` afterwards, so the threshold is fixed.
+    * ``remaining``: ``σ`` of the weights still alive, recomputed each time. The threshold tightens on what
+      survived, so passes compound even without fine-tuning (at quality 1 on Gaussian weights, about 24%, 7%, 2%
+      kept after 1, 2, 3 passes).
+
+    Weights at or above the threshold are kept (through :func:`select_layerwise`, so the counts are exact and ties
+    deterministic); weights already pruned stay pruned.
 
     Args:
         params: Parameter name to current weights.
-        masks: The current masks; only the weights they keep are measured and candidates.
+        masks: The current masks; only the weights they keep are candidates.
         quality: Multiple of the standard deviation below which a weight is pruned; positive.
+        std_of: ``layer``, ``initial`` or ``remaining``.
+        initial_stds: For ``std_of: initial``: each layer's dense standard deviation (:func:`layer_stds` of the
+            dense weights); required then.
 
     Raises:
-        ValueError: If ``quality`` is not positive, or params and masks do not match.
+        ValueError: If ``quality`` is not positive, ``std_of`` is unknown, ``initial_stds`` misses a layer, or params
+            and masks do not match.
     """
     if not quality > 0:
         raise ValueError(f"quality must be positive, got {quality}.")
+    if std_of not in STD_OF:
+        raise ValueError(f"std_of must be one of {', '.join(STD_OF)}, got {std_of!r}.")
+    if std_of == "initial":
+        missing = [name for name in masks if initial_stds is None or name not in initial_stds]
+        if missing:
+            raise ValueError(f"std_of 'initial' needs the dense standard deviation of every layer; missing: {missing}.")
     scores = {name: params[name].detach().abs() for name in masks}
     keep: dict[str, int] = {}
     for name, mask in masks.items():
-        alive = params[name].detach()[mask].double()
-        if alive.numel() < 2:
-            keep[name] = alive.numel()
-            continue
-        threshold = quality * alive.std()
-        keep[name] = int((alive.abs() >= threshold).sum())
+        weights = params[name].detach().double()
+        alive = weights[mask.to(weights.device)]
+        if std_of == "remaining":
+            if alive.numel() < 2:
+                keep[name] = alive.numel()
+                continue
+            sigma = float(alive.std())
+        elif std_of == "layer":
+            sigma = layer_stds(params, [name])[name]
+        else:
+            assert initial_stds is not None
+            sigma = float(initial_stds[name])
+        keep[name] = int((alive.abs() >= quality * sigma).sum())
     return select_layerwise(scores, masks, keep)

@@ -138,12 +138,12 @@ def test_random_criterion_prunes_by_seeded_random_scores(cifar_dir, tmp_path):
     assert first.masks == second.masks and first.masks.remaining() == round(0.4 * first.masks.total)
 
 
-def test_std_threshold_rule_on_a_hand_computed_layer():
+def test_remaining_std_threshold_rule_on_a_hand_computed_layer():
     weights = torch.tensor([0.1, -0.2, 0.3, -0.4, 2.0, 0.0, -0.05, 1.0])
     masks = Masks({"w": torch.tensor([1, 1, 1, 1, 1, 0, 1, 1])})
     alive = torch.tensor([0.1, -0.2, 0.3, -0.4, 2.0, -0.05, 1.0], dtype=torch.float64)
     threshold = 0.5 * float(alive.std())  # 0.5 * 0.8141... = 0.407
-    new = prune_below_std_threshold({"w": weights}, masks, quality=0.5)
+    new = prune_below_std_threshold({"w": weights}, masks, quality=0.5, std_of="remaining")
     assert new["w"].tolist() == [
         abs(w) >= threshold and m for w, m in zip(weights.tolist(), masks["w"].tolist(), strict=True)
     ]

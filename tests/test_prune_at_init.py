@@ -246,6 +246,7 @@ BAD_RECIPES = [
     ({"score": "magnitude", "min_weights_per_layer": -1}, "min_weights_per_layer must be an integer >= 0, got -1"),
     ({"score": "synflow", "scope": "global", "input_shape": [3, 0, 32]}, "input_shape must be a list of positive"),
     ({"target_sparsity": 1.0, "score": "snip", "scope": "global"}, r"target_sparsity must be in \[0, 1\), got 1.0"),
+    ({"score": "snip", "scope": "global", "bn_mode": "test"}, "bn_mode must be one of eval, train or null, got 'test'"),
 ]
 
 
@@ -273,6 +274,27 @@ def test_bad_early_bird_options_fail_at_construction_in_one_line(kwargs, message
     with pytest.raises(ValueError, match=message) as error:
         EarlyBird(**{"target_sparsity": 0.5, **kwargs})
     assert "\n" not in str(error.value)
+
+
+def test_snip_ratio_baseline_inherits_snips_eval_mode_default():
+    """The random baseline with SNIP's per-layer counts ranks with SNIP, so it scores in SNIP's mode."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 4))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.2, 3.0)
+    params = {"0.weight": net[0].weight, "4.weight": net[4].weight}
+    data = [(torch.randn(16, 3, 4, 4), torch.randint(0, 4, (16,)))]
+
+    def counts(**kwargs: object) -> dict[str, int]:
+        recipe = MaskRecipe(0.8, "random", "layerwise", ratio_from="snip", **kwargs)
+        return recipe.masks(params, seed=0, module=net, batches=data).remaining_per_layer()
+
+    def snip_counts(mode: str) -> dict[str, int]:
+        return MaskRecipe(0.8, "snip", "global", bn_mode=mode).masks(params, seed=0, module=net, batches=data)
+
+    assert counts() == counts(bn_mode="eval") == snip_counts("eval").remaining_per_layer()
+    assert counts(bn_mode="train") == snip_counts("train").remaining_per_layer()
 
 
 def test_recipe_describes_itself():

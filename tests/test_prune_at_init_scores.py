@@ -213,3 +213,96 @@ def test_data_dependent_scores_say_what_they_need():
         get_score("grasp")(ScoreContext({"w": torch.ones(2)}, Masks.dense({"w": torch.ones(2)}), 0, batches=batches()))
     with pytest.raises(ValueError, match=r"GraSP temperature must be positive, got 0\.0"):
         get_score("grasp")(context(net, batches(), temperature=0.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# BatchNorm mode while scoring: a conv + BatchNorm net against a hand-written forward pass whose normalization uses
+# either the batch's statistics (train) or the running ones (eval). Without BatchNorm the mode would be invisible.
+
+
+def conv_bn_net(seed: int = 0) -> Probe:
+    torch.manual_seed(seed)
+    net = Probe().double()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.uniform_(-0.2, 0.2)
+    return net
+
+
+def conv_bn_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(3)
+    return [
+        (
+            torch.randn(n, 3, 5, 5, generator=generator, dtype=torch.float64),
+            torch.randint(0, 3, (n,), generator=generator),
+        )
+        for n in (4, 6)
+    ]
+
+
+def reference_conv_bn_loss(net: Probe, weights: dict, data, mode: str, temperature: float = 1.0) -> torch.Tensor:
+    """Mean cross-entropy of ``logits / T`` over all samples, the forward pass written out by hand."""
+    bn = net.bn
+    total = sum(len(y) for _, y in data)
+    loss = torch.zeros((), dtype=torch.float64)
+    for x, y in data:
+        z = F.conv2d(x, weights["conv.weight"], net.conv.bias.detach(), padding=1)
+        if mode == "train":
+            mean, var = z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3), unbiased=False)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        normalized = (z - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bn.eps)
+        hidden = torch.relu(normalized * bn.weight.detach().view(1, -1, 1, 1) + bn.bias.detach().view(1, -1, 1, 1))
+        logits = hidden.mean(dim=(2, 3)) @ weights["head.weight"].T + net.head.bias.detach()
+        loss = loss + F.cross_entropy(logits / temperature, y, reduction="sum") / total
+    return loss
+
+
+def reference_conv_bn_scores(net: Probe, data, method: str, mode: str) -> dict[str, torch.Tensor]:
+    weights = {
+        name: net.get_parameter(name).detach().clone().requires_grad_() for name in ("conv.weight", "head.weight")
+    }
+    temperature = TEMPERATURE if method == "grasp" else 1.0
+    loss = reference_conv_bn_loss(net, weights, data, mode, temperature)
+    grads = torch.autograd.grad(loss, list(weights.values()), create_graph=method == "grasp")
+    if method == "snip":
+        return {name: (g * w).abs().detach() for (name, w), g in zip(weights.items(), grads, strict=True)}
+    fixed = [g.detach() for g in grads]
+    hessian_gradient = torch.autograd.grad(
+        sum((f * g).sum() for f, g in zip(fixed, grads, strict=True)), list(weights.values())
+    )
+    return {name: (w * hg).detach() for (name, w), hg in zip(weights.items(), hessian_gradient, strict=True)}
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_scores_follow_the_bn_mode_on_a_conv_bn_net(method, mode):
+    net, data = conv_bn_net(), conv_bn_batches()
+    params = {"conv.weight": net.conv.weight, "head.weight": net.head.weight}
+    options = {"bn_mode": mode, "temperature": TEMPERATURE}
+    scores = compute_scores(
+        method, ScoreContext(params, Masks.dense(params), 0, module=net, batches=data, options=options)
+    )
+    expected = reference_conv_bn_scores(net, data, method, mode)
+    other = reference_conv_bn_scores(net, data, method, "train" if mode == "eval" else "eval")
+    for name in expected:
+        torch.testing.assert_close(scores[name].double(), expected[name], rtol=1e-5, atol=1e-12)
+        assert not torch.allclose(expected[name], other[name], rtol=1e-3)  # the two modes really differ here
+
+
+@pytest.mark.parametrize(("method", "default"), [("snip", "eval"), ("grasp", "train")])
+def test_each_score_defaults_to_its_reference_bn_mode(method, default):
+    net, data = conv_bn_net(), conv_bn_batches()
+    params = {"conv.weight": net.conv.weight, "head.weight": net.head.weight}
+    options = {"temperature": TEMPERATURE}
+    scores = compute_scores(
+        method, ScoreContext(params, Masks.dense(params), 0, module=net, batches=data, options=options)
+    )
+    expected = reference_conv_bn_scores(net, data, method, default)
+    for name in expected:
+        torch.testing.assert_close(scores[name].double(), expected[name], rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match="bn_mode must be one of eval, train, got 'inference'"):
+        compute_scores(method, ScoreContext(params, Masks.dense(params), 0, module=net, batches=data,
+                                            options={"bn_mode": "inference"}))  # fmt: skip
