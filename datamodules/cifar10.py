@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from typing_extensions import override
 
 from datamodules.ood import OOD_LABEL, load_ood_images, prepare_ood, resolve_ood
+from datamodules.subsets import EVAL_SUBSET_SEED, stratified_subset
 from pruning_callbacks.seeding import generator as seeded_generator
 from pruning_callbacks.seeding import global_seed
 
@@ -191,6 +193,27 @@ class EpochSeededSampler(DistributedSampler):
         return iter(self.epoch_indices().tolist())
 
 
+class IndexedTestBatch(NamedTuple):
+    """A CIFAR-10 test batch that also names each image's position in the test set.
+
+    Test batches (dataloader 0 of :meth:`CIFAR10DataModule.test_dataloader`) have this type so that
+    :meth:`CIFAR10DataModule.on_after_batch_transfer` can tell them from training batches, which are plain
+    ``(images, labels, positions)`` tuples, even when a callback evaluates the test set while training: they are
+    normalised, never augmented, and keep their positions, which a ``test_step`` can match against
+    :meth:`CIFAR10DataModule.evaluation_subset`. Being a tuple, ``batch[:2]`` and ``batch[0]`` work as on any batch.
+    """
+
+    images: Tensor
+    labels: Tensor
+    positions: Tensor
+
+
+def _pack(images: Tensor, labels: Tensor, index: Tensor, with_positions: bool, indexed_test: bool) -> tuple:
+    if indexed_test:
+        return IndexedTestBatch(images, labels, index)
+    return (images, labels, index) if with_positions else (images, labels)
+
+
 class ResidentBatchLoader:
     """Batches sliced straight out of tensors that already live on the training device.
 
@@ -204,6 +227,8 @@ class ResidentBatchLoader:
         sampler: Gives this rank's sample order for the current epoch.
         batch_size: Samples per batch; the last batch may be smaller.
         with_positions: Also yield each sample's position in ``images`` (training batches).
+        indexed_test: Yield :class:`IndexedTestBatch` ``(images, labels, positions)`` instead (CIFAR-10 test
+            batches); overrides ``with_positions``.
     """
 
     def __init__(
@@ -213,6 +238,7 @@ class ResidentBatchLoader:
         sampler: EpochSeededSampler,
         batch_size: int,
         with_positions: bool,
+        indexed_test: bool = False,
     ) -> None:
         self.images = images
         self.labels = labels
@@ -220,6 +246,7 @@ class ResidentBatchLoader:
         self.batch_sampler = None
         self.batch_size = batch_size
         self.with_positions = with_positions
+        self.indexed_test = indexed_test
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
@@ -229,28 +256,28 @@ class ResidentBatchLoader:
         for index in order.split(self.batch_size):
             images = self.images.index_select(0, index)
             labels = self.labels.index_select(0, index)
-            yield (images, labels, index) if self.with_positions else (images, labels)
+            yield _pack(images, labels, index, self.with_positions, self.indexed_test)
 
 
 class _InMemoryDataset(Dataset):
     """uint8 images and labels in CPU memory; ``__getitems__`` fetches a whole batch with one index op."""
 
-    def __init__(self, images: Tensor, labels: Tensor, with_positions: bool) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, with_positions: bool, indexed_test: bool = False) -> None:
         self.images = images
         self.labels = labels
         self.with_positions = with_positions
+        self.indexed_test = indexed_test
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        sample = (self.images[index], self.labels[index])
-        return (*sample, torch.tensor(index)) if self.with_positions else sample
+        position = torch.tensor(index)
+        return _pack(self.images[index], self.labels[index], position, self.with_positions, self.indexed_test)
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        batch = (self.images[index], self.labels[index])
-        return (*batch, index) if self.with_positions else batch
+        return _pack(self.images[index], self.labels[index], index, self.with_positions, self.indexed_test)
 
 
 def _collate_batched(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -398,10 +425,17 @@ class CIFAR10DataModule(LightningDataModule):
     rest, in that permuted order, is the training split, of which ``train_subset`` keeps the first images. The test
     split is the official test set.
 
-    Training batches are ``(uint8 images, labels, positions)`` and evaluation batches ``(uint8 images, labels)``;
-    :meth:`on_after_batch_transfer` turns both into ``(normalised float32 images, labels)``, applying the epoch's
-    random crop (4-pixel zero padding) and horizontal flip to training batches first. The shuffle order, crops and
-    flips depend only on ``(seed, epoch, position)``.
+    Training batches are ``(uint8 images, labels, positions)``, CIFAR-10 test batches
+    :class:`IndexedTestBatch` ``(uint8 images, labels, positions)`` and the other evaluation batches (validation,
+    OOD, predict) ``(uint8 images, labels)``. :meth:`on_after_batch_transfer` normalises all of them, applies the
+    epoch's random crop (4-pixel zero padding) and horizontal flip to training batches first, drops the positions of
+    training batches and keeps those of test batches: a ``test_step`` receives ``(images, labels, positions)`` from
+    dataloader 0 (take ``batch[:2]`` when the positions are not needed) and ``(images, labels)`` otherwise. The
+    shuffle order, crops and flips depend only on ``(seed, epoch, position)``.
+
+    :meth:`evaluation_subset` names a class-balanced subset of the test set, the same for every run, seed and rank
+    (:func:`datamodules.subsets.stratified_subset` with :data:`datamodules.subsets.EVAL_SUBSET_SEED`); the
+    classifier's adversarial metrics attack exactly those images.
 
     With ``ood`` set, :meth:`test_dataloader` returns two loaders, ``[CIFAR-10 test, OOD]``; the OOD batches are
     ``(uint8 images, labels = -1)`` and are normalised exactly like test batches (:mod:`datamodules.ood`). A module's
@@ -496,6 +530,7 @@ class CIFAR10DataModule(LightningDataModule):
         self.resident = False
         self._plan: tuple[int, torch.device, Tensor, Tensor] | None = None
         self._train_sampler: EpochSeededSampler | None = None
+        self._eval_subset: tuple[int, Tensor] | None = None
 
     @property
     def root(self) -> Path:
@@ -648,10 +683,15 @@ class CIFAR10DataModule(LightningDataModule):
         return self.resolved_seed
 
     def _data_loader(
-        self, split: TensorSplit, batch_size: int, with_positions: bool, sampler: EpochSeededSampler | None
+        self,
+        split: TensorSplit,
+        batch_size: int,
+        with_positions: bool,
+        sampler: EpochSeededSampler | None,
+        indexed_test: bool = False,
     ) -> DataLoader:
         return DataLoader(
-            _InMemoryDataset(split.images, split.labels, with_positions),
+            _InMemoryDataset(split.images, split.labels, with_positions, indexed_test),
             batch_size=batch_size,
             shuffle=False,
             sampler=sampler,
@@ -662,13 +702,13 @@ class CIFAR10DataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def _eval_loader(self, split: TensorSplit) -> DataLoader | ResidentBatchLoader:
+    def _eval_loader(self, split: TensorSplit, indexed_test: bool = False) -> DataLoader | ResidentBatchLoader:
         if self.resident:
             world_size, rank = self._replicas()
             sampler = EpochSeededSampler(len(split), seed=0, shuffle=False, num_replicas=world_size, rank=rank)
-            return ResidentBatchLoader(split.images, split.labels, sampler, self.eval_batch_size, False)
-        # Under DDP Lightning swaps in a DistributedSampler(shuffle=False), with the same padding as above.
-        return self._data_loader(split, self.eval_batch_size, with_positions=False, sampler=None)
+            return ResidentBatchLoader(split.images, split.labels, sampler, self.eval_batch_size, False, indexed_test)
+        # Under DDP Lightning swaps in a DistributedSampler(shuffle=False), with the same sharding and padding as above.
+        return self._data_loader(split, self.eval_batch_size, False, sampler=None, indexed_test=indexed_test)
 
     @override
     def train_dataloader(self) -> DataLoader | ResidentBatchLoader:
@@ -698,10 +738,14 @@ class CIFAR10DataModule(LightningDataModule):
 
     @override
     def test_dataloader(self) -> DataLoader | ResidentBatchLoader | list[DataLoader | ResidentBatchLoader]:
-        """Test batches ``(uint8 images, labels)`` from the official test set; ``[test, OOD]`` when ``ood`` is set."""
+        """The official test set; ``[test, OOD]`` when ``ood`` is set.
+
+        Test batches are :class:`IndexedTestBatch` ``(uint8 images, labels, positions)`` in test-set order (sharded
+        by rank under DDP), OOD batches ``(uint8 images, labels = -1)``.
+        """
         self._require_setup()
         assert self.test_split is not None
-        test = self._eval_loader(self.test_split)
+        test = self._eval_loader(self.test_split, indexed_test=True)
         self._setup_ood()
         if self.ood_split is None:
             return test
@@ -709,26 +753,60 @@ class CIFAR10DataModule(LightningDataModule):
 
     @override
     def predict_dataloader(self) -> DataLoader | ResidentBatchLoader:
-        """The CIFAR-10 test loader (never the OOD one)."""
+        """Batches ``(uint8 images, labels)`` of the CIFAR-10 test set (never the OOD one)."""
         self._require_setup()
         assert self.test_split is not None
         return self._eval_loader(self.test_split)
 
+    def evaluation_subset(self, size: int) -> Tensor:
+        """A class-balanced subset of ``size`` test images, the same for every run, seed, device and rank.
+
+        :func:`datamodules.subsets.stratified_subset` of the test labels with the fixed
+        :data:`datamodules.subsets.EVAL_SUBSET_SEED` (not the run seed): every class gets ``size / C`` images to
+        within one, the images inside a class are a seeded random draw, and a smaller subset is contained in a
+        larger one. The positions index the test set as :meth:`test_dataloader` numbers it
+        (:class:`IndexedTestBatch` ``positions``).
+
+        Args:
+            size: Number of test images; more than the test set holds means all of them.
+
+        Returns:
+            A ``(N_test,)`` bool CPU tensor, ``True`` at the chosen positions.
+
+        Raises:
+            RuntimeError: If :meth:`setup` has not run.
+            ValueError: If ``size`` is negative.
+        """
+        if self.test_split is None:
+            raise RuntimeError("CIFAR10DataModule: call setup() before asking for the evaluation subset.")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"`size` must be an int >= 0, got {size!r}.")
+        size = min(size, len(self.test_split))
+        if self._eval_subset is None or self._eval_subset[0] != size:
+            self._eval_subset = (size, stratified_subset(self.test_split.labels, size, EVAL_SUBSET_SEED))
+        return self._eval_subset[1].clone()
+
     @override
-    def on_after_batch_transfer(self, batch: Sequence[Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: Sequence[Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor] | IndexedTestBatch:
         """Augment training batches with the epoch's plan, then normalise; runs on the batch's device.
 
         Args:
-            batch: ``(uint8 images, labels, positions)`` while training, ``(uint8 images, labels)`` otherwise (OOD
-                test batches included, whatever their ``dataloader_idx``).
+            batch: ``(uint8 images, labels, positions)`` while training, an :class:`IndexedTestBatch` from the
+                CIFAR-10 test loader, ``(uint8 images, labels)`` otherwise (validation, predict and OOD batches,
+                whatever their ``dataloader_idx``).
             dataloader_idx: Index of the dataloader the batch came from.
 
         Returns:
-            ``(float32 normalised images, labels)``.
+            ``IndexedTestBatch(float32 normalised images, labels, positions)`` for a test batch, never augmented;
+            ``(float32 normalised images, labels)`` for every other batch.
         """
+        if isinstance(batch, IndexedTestBatch):
+            return IndexedTestBatch(normalize(batch.images), batch.labels, batch.positions)
         images, labels = batch[0], batch[1]
-        # Only training batches carry positions; an evaluation batch seen while training (a callback measuring
-        # test accuracy between pruning rounds, say) is normalised but never augmented.
+        # Only training batches are plain 3-tuples (test batches returned above); an evaluation batch seen while
+        # training (a callback measuring test accuracy between pruning rounds, say) is normalised but never augmented.
         if len(batch) == 3 and self.trainer is not None and self.trainer.training:
             # The sampler's epoch, not trainer.current_epoch: both orders and augmentations follow set_epoch.
             epoch = self._train_sampler.epoch if self._train_sampler is not None else self.trainer.current_epoch

@@ -9,12 +9,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassCalibrationError
 
 from analysis.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
+from datamodules.subsets import rank_share
 from lit_modules.resnet import build_resnet18_layers, resnet18_forward
 from pruning_callbacks.seeding import generator as seeded_generator
 from pruning_callbacks.seeding import global_seed
@@ -53,8 +55,12 @@ class ResNet18Classifier(LightningModule):
             changing masks never forces a recompile.
         compile_backend: The ``torch.compile`` backend (``inductor``; ``eager`` or ``aot_eager`` to debug).
         adv_samples: Number of test images attacked with FGSM and PGD for ``test/adv_fgsm_acc`` and
-            ``test/adv_pgd_acc``; 0 disables both. Under DDP each rank attacks the first
-            ``ceil(adv_samples / world_size)`` images of its shard, so slightly more than ``adv_samples`` may be used.
+            ``test/adv_pgd_acc``; 0 disables both. With :class:`datamodules.CIFAR10DataModule` these are exactly the
+            images of its :meth:`~datamodules.CIFAR10DataModule.evaluation_subset` (class-balanced to within one
+            image per class, the same images for every run, seed, method and number of DDP ranks; all test images
+            when ``adv_samples`` exceeds the test set). With a datamodule without ``evaluation_subset`` or test
+            batches without positions, the first ``ceil(adv_samples / world_size)`` images of each rank's test
+            stream are attacked instead, with a warning that this subset is not stratified.
         adv_eps: L∞ radius of both attacks in pixel units (``8/255``, the usual CIFAR-10 budget).
         pgd_steps: Number of PGD steps.
         pgd_step_size: PGD step size in pixel units.
@@ -70,12 +76,18 @@ class ResNet18Classifier(LightningModule):
       Gimpel 2017, https://arxiv.org/abs/1610.02136); only with a second test dataloader;
     * ``test/adv_fgsm_acc``, ``test/adv_pgd_acc``: accuracy under FGSM (Goodfellow et al. 2015,
       https://arxiv.org/abs/1412.6572) and L∞ PGD with a seeded random start (Madry et al. 2018,
-      https://arxiv.org/abs/1706.06083) on the first ``adv_samples`` test images. The attacks work in pixel space:
-      they undo the CIFAR-10 standardisation of :class:`datamodules.CIFAR10DataModule` (``CIFAR10_MEAN`` /
-      ``CIFAR10_STD``), perturb within ``[0, 1]`` and standardise again.
+      https://arxiv.org/abs/1706.06083) on the ``adv_samples`` test images of the datamodule's evaluation subset
+      (see ``adv_samples``). The attacks work in pixel space: they undo the CIFAR-10 standardisation of
+      :class:`datamodules.CIFAR10DataModule` (``CIFAR10_MEAN`` / ``CIFAR10_STD``), perturb within ``[0, 1]`` and
+      standardise again.
 
     All are torchmetrics states or epoch means reduced across DDP ranks at the end of the test epoch, never read
-    back to the host during it.
+    back to the host during it. (Picking a batch's images of the attack subset costs one host sync per test batch,
+    nothing next to the attacks themselves.)
+
+    Test batches of dataloader 0 are ``(images, labels)`` or ``(images, labels, positions)``, ``positions`` being
+    each image's index in the test set (:class:`datamodules.cifar10.IndexedTestBatch`, as
+    :class:`datamodules.CIFAR10DataModule` serves them).
 
     Raises:
         ValueError: If an option is outside its allowed values.
@@ -143,6 +155,8 @@ class ResNet18Classifier(LightningModule):
         self._compiled = False
         self._channels_last = bool(channels_last)
         self._adv_seen = 0
+        self._adv_subset: Tensor | None = None
+        self._warned_first_n = False
         self._with_ood = False
         self._pgd_generator: torch.Generator | None = None
         self._pixel_stats: tuple[Tensor, Tensor] | None = None
@@ -185,23 +199,37 @@ class ResNet18Classifier(LightningModule):
         self._evaluate(batch, "val", self.val_acc)
 
     def on_test_epoch_start(self) -> None:
-        """Reset the per-epoch attack budget and check whether an OOD dataloader follows the test set."""
+        """Fetch this rank's share of the attack subset and check whether an OOD dataloader follows the test set."""
         self._adv_seen = 0
+        self._warned_first_n = False
         self._with_ood = len(self.trainer.num_test_batches) > 1
         # One stream per rank: the ranks attack different images. CPU, so every device draws the same starts.
         self._pgd_generator = seeded_generator(global_seed(), "pgd", self.global_rank)
+        self._adv_subset = self._attack_subset()
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def _attack_subset(self) -> Tensor | None:
+        """This rank's part of the datamodule's evaluation subset, on this device; ``None`` if it has none."""
+        if self.hparams.adv_samples == 0:
+            return None
+        evaluation_subset = getattr(self.trainer.datamodule, "evaluation_subset", None)
+        if not callable(evaluation_subset):
+            return None
+        subset = evaluation_subset(self.hparams.adv_samples)
+        # The test loaders shard strided and pad with repeats of the first images; each rank keeps the positions it
+        # owns, so the ranks together attack every image of the subset exactly once.
+        return rank_share(subset, self.global_rank, self.trainer.world_size).to(self.device)
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Dataloader 0 (CIFAR-10 test): accuracy, loss, calibration, attacks; dataloader 1 (OOD): MSP scores.
 
-        See the class docstring for the metrics. Every name is logged without Lightning's ``/dataloader_idx_N``
-        suffix.
+        See the class docstring for the metrics and the batch layout. Every name is logged without Lightning's
+        ``/dataloader_idx_N`` suffix.
 
         Raises:
             ValueError: If there are more than two test dataloaders.
         """
         if dataloader_idx == 1:
-            x, _ = batch
+            x = batch[0]
             scores = msp_scores(self(x))
             self.test_ood_auroc.update(scores, torch.zeros_like(scores, dtype=torch.long))
             return
@@ -210,8 +238,9 @@ class ResNet18Classifier(LightningModule):
                 f"test_step expects at most two test dataloaders (CIFAR-10 test, OOD set), got dataloader_idx "
                 f"{dataloader_idx}"
             )
-        x, y = batch
-        logits, loss = self._evaluate(batch, "test", self.test_acc, add_dataloader_idx=False)
+        x, y = batch[0], batch[1]
+        positions = batch[2] if len(batch) > 2 else None
+        logits, loss = self._evaluate((x, y), "test", self.test_acc, add_dataloader_idx=False)
         probs = logits.float().softmax(dim=-1)
         self.test_ece.update(probs, y)
         self.log("test/ece", self.test_ece, add_dataloader_idx=False)
@@ -219,7 +248,7 @@ class ResNet18Classifier(LightningModule):
         if self._with_ood:
             scores = probs.amax(dim=-1)
             self.test_ood_auroc.update(scores, torch.ones_like(scores, dtype=torch.long))
-        self._adversarial_accuracy(x, y)
+        self._adversarial_accuracy(x, y, positions)
 
     def on_test_epoch_end(self) -> None:
         """Log ``test/ood_auroc`` (torchmetrics gathers the scores of every rank) when an OOD set was tested."""
@@ -229,14 +258,32 @@ class ResNet18Classifier(LightningModule):
         else:
             self.test_ood_auroc.reset()
 
-    def _adversarial_accuracy(self, x: Tensor, y: Tensor) -> None:
-        """Attack the first images of this rank's shard until its share of ``adv_samples`` is used up."""
+    def _adversarial_accuracy(self, x: Tensor, y: Tensor, positions: Tensor | None) -> None:
+        """Attack the batch's images of the evaluation subset (or, without one, the stream's first images)."""
         hp = self.hparams
-        world_size = self.trainer.world_size if self._trainer is not None else 1
-        remaining = math.ceil(hp.adv_samples / world_size) - self._adv_seen
-        if remaining <= 0:
+        if hp.adv_samples == 0:
             return
-        x, y = x[:remaining], y[:remaining]
+        if self._adv_subset is not None and positions is not None:
+            # The one host sync per batch: the attacks need to know how many of its images are in the subset.
+            index = self._adv_subset[positions].nonzero().squeeze(1)
+            if index.numel() == 0:
+                return
+            x, y = x.index_select(0, index), y.index_select(0, index)
+        else:
+            if not self._warned_first_n:
+                self._warned_first_n = True
+                rank_zero_warn(
+                    "ResNet18Classifier: the datamodule has no evaluation_subset() or its test batches carry no "
+                    "positions, so test/adv_fgsm_acc and test/adv_pgd_acc attack the first adv_samples test images "
+                    "of each rank's stream; that subset is not stratified (a class-ordered test set gives one class). "
+                    "Use datamodules.CIFAR10DataModule, or give the datamodule an evaluation_subset(size) method "
+                    "and test batches (images, labels, positions)."
+                )
+            world_size = self.trainer.world_size if self._trainer is not None else 1
+            remaining = math.ceil(hp.adv_samples / world_size) - self._adv_seen
+            if remaining <= 0:
+                return
+            x, y = x[:remaining], y[:remaining]
         self._adv_seen += len(y)
         if self._pixel_stats is None or self._pixel_stats[0].device != x.device:
             # Made once per device (building a tensor from Python numbers copies it to the device synchronously), and
@@ -275,9 +322,9 @@ class ResNet18Classifier(LightningModule):
         return self(batch[0]).softmax(dim=-1)
 
     def _evaluate(
-        self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy, add_dataloader_idx: bool = True
+        self, batch: Sequence[Tensor], stage: str, accuracy: MulticlassAccuracy, add_dataloader_idx: bool = True
     ) -> tuple[Tensor, Tensor]:
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         accuracy.update(logits, y)

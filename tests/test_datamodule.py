@@ -451,8 +451,8 @@ class ColourNet(LightningModule):
         self.val_total += len(y)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0:  # the second loader is the OOD set
-            self.validation_step(batch, batch_idx)
+        if dataloader_idx == 0:  # the second loader is the OOD set; test batches also carry their positions
+            self.validation_step(batch[:2], batch_idx)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=0.1)

@@ -87,7 +87,7 @@ def test_datamodule_serves_cifar_test_then_ood_and_normalises_both(cifar_dir: Pa
     assert isinstance(loaders, list) and len(loaders) == 2
     assert all(isinstance(loader, loader_type) for loader in loaders)
     test_batches, ood_batches = list(loaders[0]), list(loaders[1])
-    assert torch.equal(torch.cat([images for images, _ in test_batches]), dm.test_split.images)
+    assert torch.equal(torch.cat([batch[0] for batch in test_batches]), dm.test_split.images)
     assert torch.equal(torch.cat([images for images, _ in ood_batches]), dm.ood_split.images)
     # OOD batches go through the same transfer hook as test batches: normalised, never augmented.
     images, _ = dm.on_after_batch_transfer(ood_batches[0], dataloader_idx=1)
@@ -214,7 +214,7 @@ def test_trainer_test_logs_all_seven_metrics_without_dataloader_suffix(cifar_dir
     for name in ("test/acc", "test/ece", "test/ood_auroc", "test/adv_fgsm_acc", "test/adv_pgd_acc"):
         assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
     assert metrics["test/nll"] > 0 and metrics["test/nll"] == pytest.approx(metrics["test/loss"])
-    # The attacks used exactly the first 48 test images, and left no gradient on the parameters.
+    # The attacks used exactly the 48 images of the evaluation subset, and left no gradient on the parameters.
     assert model._adv_seen == 48
     assert all(param.grad is None for param in model.parameters())
 
