@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -181,6 +182,33 @@ class MaskedTraining(Callback):
         self._activate(trainer)
         if log:
             self._log_masks(trainer)
+
+    def restart_optimization(self, trainer: Trainer, lr: float | None = None, start_epoch: int = 0) -> None:
+        """Give training a new optimizer (no momentum) and restart its learning-rate schedule at ``start_epoch``.
+
+        Used at a round boundary (rewinding, fine-tuning) and when a ticket is pruned and retrained. The masks'
+        step hooks move to the new optimizer.
+
+        Args:
+            trainer: The trainer, inside ``fit``.
+            lr: A new base learning rate for every parameter group; ``None`` keeps the model's.
+            start_epoch: Epochs to fast-forward each per-epoch schedule by (the rewind point, or the epoch a
+                retraining continues the original schedule from).
+        """
+        trainer.strategy.setup_optimizers(trainer)
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if lr is not None:
+                scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+                for group in scheduler.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] = lr
+            if start_epoch and config.interval == "epoch":
+                with warnings.catch_warnings():
+                    # Stepping a scheduler before its optimizer is what fast-forwarding means here.
+                    warnings.simplefilter("ignore", UserWarning)
+                    for _ in range(start_epoch):
+                        scheduler.step()
+        self._attach(trainer)
 
     def _activate(self, trainer: Trainer) -> None:
         assert self.masks is not None

@@ -42,7 +42,7 @@ from pruning_callbacks.seeding import derive_seed
 from pruning_callbacks.selection import (
     check_pruning_request,
     prune_to_sparsity,
-    select_global,
+    select_global_with_floor,
     select_layerwise,
 )
 
@@ -77,44 +77,6 @@ def exponential_keep_counts(total: int, target_sparsity: float, iterations: int)
     final = round(density * total)
     counts = [max(final, min(total, round(total * density ** (k / iterations)))) for k in range(1, iterations)]
     return [*counts, final]
-
-
-def select_global_with_floor(scores: Mapping[str, Tensor], masks: Masks, keep: int, min_per_layer: int) -> Masks:
-    """Exact global top-``keep`` that keeps at least ``min_per_layer`` weights in every layer.
-
-    Each layer's ``min(min_per_layer, remaining)`` best weights are reserved first; the rest of the budget goes to
-    the best weights over all layers, as in :func:`~pruning_callbacks.selection.select_global` (same tie rule). Where
-    plain global selection empties no layer, the result is the same as plain global selection.
-
-    Args:
-        scores: Parameter name to scores of the parameter's shape (higher = more important).
-        masks: The current masks; weights they prune are never selected.
-        keep: Number of weights to keep in all.
-        min_per_layer: Weights each layer keeps at least (fewer only where fewer remain); 0 for plain global top-k.
-
-    Raises:
-        ValueError: If ``keep`` is smaller than the reserved weights, or any error of ``select_global``.
-    """
-    if min_per_layer <= 0:
-        return select_global(scores, masks, keep)
-    reserve = {name: min(min_per_layer, left) for name, left in masks.remaining_per_layer().items()}
-    if keep < sum(reserve.values()):
-        raise ValueError(
-            f"cannot keep only {keep} weights when each of the {len(masks)} layers keeps at least {min_per_layer} "
-            f"({sum(reserve.values())} in all); set min_weights_per_layer: 0 to allow emptying layers."
-        )
-    plain = select_global(scores, masks, keep)
-    # Plain global top-k keeps each layer's best weights first, so where it leaves every layer its reserve it is
-    # already the answer; only otherwise are the reserves selected explicitly.
-    if all(kept >= reserve[name] for name, kept in plain.remaining_per_layer().items()):
-        return plain
-    reserved = select_layerwise(scores, masks, reserve)
-    # The reserved weights outrank every other, so the global top-k takes them first and fills the rest by score.
-    boosted = {}
-    for name, score in scores.items():
-        score = score.to(torch.promote_types(score.dtype, torch.float32))
-        boosted[name] = torch.where(reserved[name].to(score.device), torch.inf, score)
-    return select_global(boosted, masks, keep)
 
 
 def iterative_global_prune(

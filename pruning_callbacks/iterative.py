@@ -18,7 +18,6 @@ import csv
 import io
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from typing_extensions import override
 
 from pruning_callbacks.base import MaskedTraining
@@ -43,7 +42,9 @@ from pruning_callbacks.selection import (
     prune_to_sparsity,
 )
 
-RESETS = ("rewind", "finetune")
+RESETS = ("rewind", "finetune", "reinit")
+ROUND_MASKS_DIR = "round_masks"
+"""Folder of the run directory where every round's masks are saved (``round<r>.pt``), for ``masks_from``."""
 ROUND_COLUMNS = ("round", "epoch", "sparsity", "remaining_weights", "val_acc", "test_acc")
 
 
@@ -91,6 +92,11 @@ class IterativePruning(MaskedTraining):
       rewind_epoch`` epochs so that it ends where round 0 ended.
     * ``reset: finetune`` keeps the trained weights and restarts the optimizer and the schedule from epoch 0
       (at ``finetune_lr`` if given) for ``finetune_epochs`` epochs (Renda et al. 2020 compare the two).
+    * ``reset: reinit`` keeps the mask but draws fresh weights from the model's initialization (every module's
+      ``reset_parameters``, seeded by ``(seed, round)``, so every rank and every resume draws the same), and trains
+      ``epochs_per_round`` epochs from epoch 0 of the schedule: the random-reinitialization control of Frankle &
+      Carbin 2019. With ``masks_from`` the masks are those another run saved, e.g. the lottery-ticket run whose
+      tickets are being controlled.
 
     The schedule is one of:
 
@@ -103,6 +109,7 @@ class IterativePruning(MaskedTraining):
     The callback owns the epoch budget: it sets the Trainer's ``max_epochs`` to the total of all rounds. At the end
     of every round it logs ``round/*`` metrics and rewrites ``rounds.csv`` in the run's log directory (atomically,
     from its saved state, so a crash never loses or duplicates a row), and prints the table at the end of ``fit``.
+    Every round's masks are saved to ``<log dir>/round_masks/round<r>.pt``, which ``masks_from`` reads.
 
     Args:
         rounds: Number of pruning rounds (the run trains ``rounds + 1`` times); with ``prune_fraction`` only.
@@ -113,7 +120,7 @@ class IterativePruning(MaskedTraining):
         scope: ``global`` (one ranking over all prunable weights) or ``layerwise``.
         distribution: Layer-wise density distribution for ``scope: layerwise`` (``uniform`` prunes every layer by
             the same fraction).
-        reset: ``rewind`` or ``finetune``.
+        reset: ``rewind``, ``finetune`` or ``reinit``.
         rewind_epoch: Epoch of round 0 whose weights ``rewind`` goes back to; ``0`` is initialization.
         finetune_epochs: Epochs of every round after round 0; default as described above.
         finetune_lr: Learning rate of rounds after round 0; default the model's own.
@@ -124,10 +131,14 @@ class IterativePruning(MaskedTraining):
         exclude: See :class:`~pruning_callbacks.base.MaskedTraining`.
         seed: See :class:`~pruning_callbacks.base.MaskedTraining`.
         log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
+        masks_from: The run directory of another multi-round run (or its ``round_masks`` folder): round ``r``
+            takes the masks that run saved for its round ``r`` instead of computing them. Its schedule must give
+            the same sparsity per round.
 
     Raises:
         ValueError: For an invalid or incomplete schedule, an unknown criterion, scope, reset or distribution, a
-            ``rewind_epoch`` outside round 0, or rewinding with ``dense_checkpoint``.
+            ``rewind_epoch`` outside round 0, rewinding with ``dense_checkpoint``, or a ``masks_from`` that is not
+            a folder.
     """
 
     def __init__(
@@ -149,6 +160,7 @@ class IterativePruning(MaskedTraining):
         exclude: Sequence[str] | None = None,
         seed: int | None = None,
         log_chart: bool = True,
+        masks_from: str | None = None,
     ) -> None:
         super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
         self.schedule = _schedule(rounds, prune_fraction, target_sparsity)
@@ -163,6 +175,10 @@ class IterativePruning(MaskedTraining):
                 f"rewind_epoch must be in [0, epochs_per_round) = [0, {epochs_per_round}), got {rewind_epoch}: "
                 "the rewind point has to lie inside the first round"
             )
+        if reset != "rewind" and rewind_epoch != 0:
+            raise ValueError(
+                f"rewind_epoch {rewind_epoch} applies to reset: rewind only, got reset: {reset}; drop rewind_epoch"
+            )
         if dense_checkpoint is not None and reset == "rewind":
             raise ValueError(
                 "dense_checkpoint starts from trained weights, so there is no early point to rewind to; "
@@ -170,6 +186,8 @@ class IterativePruning(MaskedTraining):
             )
         if dense_checkpoint is not None and not os.path.isfile(dense_checkpoint):
             raise ValueError(f"dense_checkpoint {dense_checkpoint!r} is not a file")
+        if masks_from is not None and not os.path.isdir(masks_from):
+            raise ValueError(f"masks_from {masks_from!r} is not a folder; give the run directory of a finished run")
         if finetune_epochs is not None and finetune_epochs < 1:
             raise ValueError(f"finetune_epochs must be a positive integer or null, got {finetune_epochs}")
         if finetune_lr is not None and not finetune_lr > 0:
@@ -182,6 +200,7 @@ class IterativePruning(MaskedTraining):
         self.finetune_lr = finetune_lr
         self.dense_checkpoint = dense_checkpoint
         self.evaluate_test = evaluate_test
+        self.masks_from = masks_from
         later = finetune_epochs or (epochs_per_round - rewind_epoch if reset == "rewind" else epochs_per_round)
         first = 0 if dense_checkpoint is not None else epochs_per_round
         self.plan = RoundPlan.from_lengths([first] + [later] * self.schedule.rounds)
@@ -193,6 +212,8 @@ class IterativePruning(MaskedTraining):
     def next_masks(self, trainer: Trainer, pl_module: LightningModule, round_index: int) -> Masks:
         """The masks of round ``round_index`` (>= 1), computed from the trained weights of the round before."""
         assert self.masks is not None
+        if self.masks_from is not None:
+            return self._saved_masks(round_index)
         context = ScoreContext(
             params=self.parameters,
             masks=self.masks,
@@ -269,26 +290,14 @@ class IterativePruning(MaskedTraining):
             pl_module.load_state_dict(
                 {name: value.to(pl_module.device) for name, value in self.rewind_state.items()}, strict=True
             )
+        elif self.reset == "reinit":
+            reinitialize(pl_module, derive_seed(self.seed, "reinit", round_index))
         self.round = round_index
         self.set_masks(trainer, pl_module, masks)
-        self._restart_optimization(trainer)
-
-    def _restart_optimization(self, trainer: Trainer) -> None:
-        """New optimizer state and a learning-rate schedule restarted at the rewind point (or at 0)."""
-        trainer.strategy.setup_optimizers(trainer)
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if self.finetune_lr is not None:
-                scheduler.base_lrs = [self.finetune_lr] * len(scheduler.base_lrs)
-                for group in scheduler.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] = self.finetune_lr
-            if self.reset == "rewind" and config.interval == "epoch":
-                with warnings.catch_warnings():
-                    # Stepping a scheduler before its optimizer is what fast-forwarding means here.
-                    warnings.simplefilter("ignore", UserWarning)
-                    for _ in range(self.rewind_epoch):
-                        scheduler.step()
-        self._attach(trainer)
+        self._save_round_masks(trainer, round_index)
+        self.restart_optimization(
+            trainer, lr=self.finetune_lr, start_epoch=self.rewind_epoch if self.reset == "rewind" else 0
+        )
 
     def _record_round(self, trainer: Trainer, pl_module: LightningModule, val_acc: float | None) -> None:
         assert self.masks is not None
@@ -309,11 +318,12 @@ class IterativePruning(MaskedTraining):
             f"{type(self).__name__}: round {self.round} done: sparsity {row['sparsity']:.4f}, "
             f"val/acc {_fmt(val_acc)}, test/acc {_fmt(test_acc)}"
         )
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-            if trainer.log_dir is not None:
-                atomic_write_text(os.path.join(trainer.log_dir, "rounds.csv"), rounds_csv(self.rows))
+            if log_dir is not None:
+                atomic_write_text(os.path.join(log_dir, "rounds.csv"), rounds_csv(self.rows))
 
     @torch.no_grad()
     def _accuracy(self, trainer: Trainer, pl_module: LightningModule, split: str) -> float | None:
@@ -344,8 +354,41 @@ class IterativePruning(MaskedTraining):
         return float(counts[0] / counts[1]) if counts[1] > 0 else None
 
     def _save_rewind_checkpoint(self, trainer: Trainer) -> None:
-        if trainer.is_global_zero and trainer.log_dir is not None and self.rewind_state is not None:
-            atomic_torch_save(self.rewind_state, os.path.join(trainer.log_dir, f"rewind_epoch{self.rewind_epoch}.pt"))
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if trainer.is_global_zero and log_dir is not None and self.rewind_state is not None:
+            atomic_torch_save(self.rewind_state, os.path.join(log_dir, f"rewind_epoch{self.rewind_epoch}.pt"))
+
+    def _save_round_masks(self, trainer: Trainer, round_index: int) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if trainer.is_global_zero and log_dir is not None and self.masks is not None:
+            path = os.path.join(log_dir, ROUND_MASKS_DIR, f"round{round_index}.pt")
+            atomic_torch_save(self.masks.state_dict(), path)
+
+    def _saved_masks(self, round_index: int) -> Masks:
+        assert self.masks_from is not None and self.masks is not None
+        folder = self.masks_from
+        if os.path.basename(os.path.normpath(folder)) != ROUND_MASKS_DIR:
+            folder = os.path.join(folder, ROUND_MASKS_DIR)
+        path = os.path.join(folder, f"round{round_index}.pt")
+        if not os.path.isfile(path):
+            saved = sorted(name for name in os.listdir(folder)) if os.path.isdir(folder) else []
+            raise ValueError(
+                f"masks_from has no masks for round {round_index}: {path} does not exist (found: "
+                f"{', '.join(saved) or 'nothing'}); give the run directory of a run that reached this round"
+            )
+        masks = Masks.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            masks.check_compatible({name: param.shape for name, param in self.parameters.items()})
+        except ValueError as error:
+            raise ValueError(f"masks_from {path} does not fit the model: {error}") from None
+        expected = round(self.schedule.sparsity_at(round_index) * masks.total)
+        if masks.total - masks.remaining() != expected:
+            raise ValueError(
+                f"masks_from {path} prunes {masks.total - masks.remaining()} of {masks.total} weights, but round "
+                f"{round_index} of this run's schedule prunes {expected}; use the same rounds and prune_fraction"
+            )
+        rank_zero_info(f"{type(self).__name__}: round {round_index} takes its masks from {path}")
+        return masks
 
 
 class LotteryTicket(IterativePruning):
@@ -355,22 +398,29 @@ class LotteryTicket(IterativePruning):
     rewinding from Frankle et al. 2020, "Linear Mode Connectivity and the Lottery Ticket Hypothesis"
     (https://arxiv.org/abs/1912.05671). Each round removes ``prune_fraction`` of the remaining weights by
     magnitude and rewinds the survivors to their values at ``rewind_epoch`` (``0`` = initialization). With
-    ``reset: finetune`` the survivors keep their trained values instead (IMP with fine-tuning).
+    ``reset: finetune`` the survivors keep their trained values instead (IMP with fine-tuning); with ``reset:
+    reinit`` they are drawn afresh from the initializer, the paper's random-reinitialization control (add
+    ``masks_from`` to reuse the masks of the ticket run being controlled).
+
+    Scope: the seed report prunes layer-wise (every layer by ``prune_fraction``), which is this class's default
+    and ``configs/lottery_ticket.yaml``; the LTH papers and open_lth prune ResNets globally (one ranking over all
+    layers, ``scope: global``), as ``configs/repro/lth_*.yaml`` do.
 
     Args:
         rounds: Pruning rounds; sparsity after round ``r`` is ``1 - (1 - prune_fraction) ** r``.
         epochs_per_round: Training epochs of each round (rounds after the first train ``epochs_per_round -
             rewind_epoch`` epochs when rewinding).
         prune_fraction: Fraction of the remaining weights removed per round.
-        scope: ``layerwise`` (the paper's setting for convolutional networks) or ``global``.
+        scope: ``layerwise`` (the seed report) or ``global`` (Frankle & Carbin and open_lth for ResNets).
         rewind_epoch: ``0`` rewinds to initialization; ``k > 0`` to the weights after ``k`` epochs.
-        reset: ``rewind`` or ``finetune``.
+        reset: ``rewind``, ``finetune`` or ``reinit``.
         finetune_lr: Learning rate of rounds after the first when fine-tuning; default the model's own.
         evaluate_test: See :class:`IterativePruning`.
         include: See :class:`~pruning_callbacks.base.MaskedTraining`.
         exclude: See :class:`~pruning_callbacks.base.MaskedTraining`.
         seed: See :class:`~pruning_callbacks.base.MaskedTraining`.
         log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
+        masks_from: See :class:`IterativePruning`.
     """
 
     def __init__(
@@ -387,6 +437,7 @@ class LotteryTicket(IterativePruning):
         exclude: Sequence[str] | None = None,
         seed: int | None = None,
         log_chart: bool = True,
+        masks_from: str | None = None,
     ) -> None:
         super().__init__(
             rounds=rounds,
@@ -402,6 +453,7 @@ class LotteryTicket(IterativePruning):
             exclude=exclude,
             seed=seed,
             log_chart=log_chart,
+            masks_from=masks_from,
         )
 
 
@@ -521,6 +573,26 @@ def _schedule(rounds: int | None, prune_fraction: float | None, target_sparsity:
     if prune_fraction is None:
         return Iterative(prune_fraction=target_sparsity, rounds=1)
     return Iterative.to_target(target_sparsity, prune_fraction)
+
+
+def reinitialize(module: nn.Module, seed: int) -> None:
+    """Draw fresh weights for ``module`` from its own initialization, seeded: every ``reset_parameters`` in it.
+
+    The random-reinitialization control of Frankle & Carbin 2019 (https://arxiv.org/abs/1803.03635): the same
+    architecture and initializer as at the start, new random values. BatchNorm running statistics are reset too.
+    The global random state is left as it was.
+
+    Args:
+        module: The model.
+        seed: Seed of the draw (the same seed draws the same weights on the same device type).
+    """
+    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for submodule in module.modules():
+            reset = getattr(submodule, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
 
 def _snapshot(pl_module: LightningModule) -> dict[str, Tensor]:

@@ -180,7 +180,7 @@ def test_han_from_a_dense_checkpoint_fine_tunes_at_its_lr(cifar_dir, tmp_path):
         ({"rounds": 3, "prune_fraction": 1.2}, r"prune_fraction must be in \(0, 1\), got 1.2"),
         ({"epochs_per_round": 2}, "give rounds and prune_fraction"),
         ({"rounds": 2, "target_sparsity": 0.5, "prune_fraction": 0.2}, "rounds .* and target_sparsity .* conflict"),
-        ({"target_sparsity": 0.5, "reset": "restart"}, "reset must be one of rewind, finetune, got 'restart'"),
+        ({"target_sparsity": 0.5, "reset": "restart"}, "reset must be one of rewind, finetune, reinit, got 'restart'"),
         ({"target_sparsity": 0.5, "criterion": "taylor"}, "unknown score 'taylor'"),
         ({"target_sparsity": 0.5, "scope": "per_layer"}, "scope must be one of global, layerwise"),
         ({"target_sparsity": 0.5, "finetune_lr": 0.0, "reset": "finetune"}, "finetune_lr must be positive"),
