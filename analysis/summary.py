@@ -187,7 +187,10 @@ class RunSummary(Callback):
         method = _masking_callback(trainer)
         if method is None or method.masks is None:
             return 3.0 * count.total
-        densities = {name: 1.0 - value for name, value in method.masks.layer_sparsity().items()}
+        # Only weights have FLOPs; a channel method also masks BatchNorm scales and shifts.
+        densities = {
+            name: 1.0 - value for name, value in method.masks.layer_sparsity().items() if name in count.per_weight
+        }
         sparse = sparse_forward_flops(count, densities)
         return method.training_flops_per_sample(sparse, float(count.total), step)
 
@@ -228,7 +231,9 @@ class RunSummary(Callback):
         method = _masking_callback(trainer)
         params = prunable_parameters(pl_module)
         if method is not None and method.masks is not None:
-            masks = {name: mask.detach().cpu() for name, mask in method.masks.items()}
+            all_masks = {name: mask.detach().cpu() for name, mask in method.masks.items()}
+            # The sparsity is that of the prunable weights; a channel method's BatchNorm masks go to the export only.
+            masks = {name: mask for name, mask in all_masks.items() if name in params} or all_masks
         else:
             # No masks (a dense run, or a method without a mask engine): what is zero is what is pruned.
             masks = {name: (param.detach() != 0).cpu() for name, param in params.items()}
@@ -248,9 +253,14 @@ class RunSummary(Callback):
 
         state_dict = {name: tensor.detach().cpu() for name, tensor in pl_module.state_dict().items()}
         size: dict[str, Any] = {"dense_mb": dense_size_bytes(state_dict) / MB}
-        if self.export_sparse and trainer.is_global_zero and trainer.log_dir is not None:
-            os.makedirs(trainer.log_dir, exist_ok=True)
-            result = export_sparse(state_dict, os.path.join(trainer.log_dir, self.sparse_filename), masks=masks)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks, only rank 0 writes
+        if self.export_sparse and trainer.is_global_zero and log_dir is not None:
+            os.makedirs(log_dir, exist_ok=True)
+            result = export_sparse(
+                state_dict,
+                os.path.join(log_dir, self.sparse_filename),
+                masks=all_masks if method is not None and method.masks is not None else masks,
+            )
             size.update(sparse_mb=result.sparse_bytes / MB, sparse_file=self.sparse_filename)
             size["sparse_over_dense"] = result.sparse_bytes / result.dense_bytes
 
@@ -331,9 +341,11 @@ class RunSummary(Callback):
                 ),
                 {},
             )
-            described.append(
-                {"name": type(callback).__name__, "class_path": class_path, "settings": jsonable(settings)}
-            )
+            entry = {"name": type(callback).__name__, "class_path": class_path, "settings": jsonable(settings)}
+            outcome = getattr(callback, "summary_info", None)
+            if callable(outcome):
+                entry["outcome"] = jsonable(outcome())
+            described.append(entry)
         return {"name": "+".join(item["name"] for item in described), "callbacks": described}
 
 

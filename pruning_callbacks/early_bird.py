@@ -1,10 +1,19 @@
-"""Early-Bird ticket detection: report when the mask a method would produce stops changing during training.
+"""Early-Bird tickets: draw the ticket when its channel mask stops changing, prune it and retrain it, in one ``fit``.
 
 From You et al. 2020, "Drawing Early-Bird Tickets: Towards More Efficient Training of Deep Networks"
-(https://arxiv.org/abs/1909.11957). At the end of every training epoch the mask a pruning method would produce
-from the current weights is computed (by default global magnitude pruning at ``target_sparsity``); when the
-normalized Hamming distance between consecutive masks has stayed below a threshold over a window of epochs, the
-ticket has emerged. The callback only tracks: it never prunes.
+(https://arxiv.org/abs/1909.11957), as the authors' code runs it (GATECH-EIC/Early-Bird-Tickets: ``main.py`` for the
+search, ``resprune.py`` for the pruning, ``main_c.py`` for the retraining):
+
+1. train dense with an L1 penalty on the BatchNorm scales ``γ`` (network slimming, strength ``l1_penalty``);
+2. before every epoch, take the channel mask that prunes the ``target_sparsity`` share of channels with the
+   smallest ``|γ|`` over all ranked BatchNorm layers; the ticket is drawn once the newest mask is within
+   ``threshold`` normalized Hamming distance of every mask in the FIFO of the last ``window`` masks;
+3. prune the ticket's channels (conv output channels, their BatchNorm ``γ`` and ``β``, and the readers' input
+   channels inside a block; all kept at exactly zero from then on) and retrain the pruned network from the ticket's
+   weights with a new optimizer, continuing the original learning-rate schedule to the end of the run.
+
+``granularity: unstructured`` is this project's variant: it tracks the unstructured mask of a data-free score
+(global magnitude by default) and, by default, only reports the ticket.
 """
 
 from __future__ import annotations
@@ -13,136 +22,109 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
+from pruning_callbacks.base import MaskedTraining
+from pruning_callbacks.channels import (
+    ChannelGroup,
+    add_l1_subgradient_,
+    bn_scales,
+    channel_groups,
+    channel_masks,
+    expand_channel_masks,
+)
 from pruning_callbacks.init_pruning import MaskRecipe
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.parameters import prunable_parameters
 from pruning_callbacks.scores import needs_batches
 from pruning_callbacks.seeding import global_seed
+from pruning_callbacks.tracking import EarlyBirdTracker
 
-STATE_VERSION = 1
+__all__ = ["CHECKPOINT_NAME", "GRANULARITIES", "EarlyBird", "EarlyBirdTracker"]
+
 CHECKPOINT_NAME = "early_bird.ckpt"
+GRANULARITIES = ("channel", "unstructured")
+L1_PENALTY = 1e-4
+"""Network slimming's penalty on ``|γ|`` as the Early-Bird code sets it (``--s 0.0001``)."""
 
 
-class EarlyBirdTracker:
-    """The detection rule on a stream of masks, without any trainer.
+class EarlyBird(MaskedTraining):
+    """Draw the Early-Bird ticket during dense training, then prune and retrain it (You et al. 2020).
 
-    A window of ``window`` masks holds ``window - 1`` distances between consecutive masks; the ticket has emerged
-    once the window is full and every one of these distances is below ``threshold`` (You et al. 2020: window 5,
-    threshold 0.1). Consecutive distances need only the latest mask, so that is the only mask kept.
+    See the module docstring for the pipeline. The run's length is the Trainer's ``max_epochs``: retraining
+    continues the original schedule from the epoch the ticket was drawn to the end, as the authors'
+    ``retrain_continue.sh`` does. Residual connections: every BatchNorm2d is ranked, as in the authors' code.
+    Channels internal to a block (a BatchNorm whose output only reaches convolutions) are removed entirely. A
+    pruned channel on the residual stream (a block's last BatchNorm, a shortcut's BatchNorm, the stem's) has its
+    producing conv output and ``γ``, ``β`` zeroed, but the channel itself lives on through the shortcut additions:
+    the authors' ``resprune.py`` likewise zeroes such channels and keeps them.
 
-    Args:
-        window: Number of consecutive masks that must agree, at least 2.
-        threshold: Normalized Hamming distance below which two consecutive masks count as equal, in ``(0, 1]``.
-
-    Raises:
-        ValueError: If ``window`` or ``threshold`` is out of range.
-    """
-
-    def __init__(self, window: int = 5, threshold: float = 0.1) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ValueError(f"window must be an integer >= 2, got {window!r}.")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold!r}.")
-        self.window = window
-        self.threshold = float(threshold)
-        self.previous: Masks | None = None
-        self.distances: list[float] = []
-
-    def update(self, masks: Masks) -> float | None:
-        """Add the newest mask; return its distance to the one before (``None`` for the first mask).
-
-        Raises:
-            ValueError: If the mask covers other parameters or shapes than the one before.
-        """
-        distance = None
-        if self.previous is not None:
-            distance = masks.hamming_distance(self.previous)
-            self.distances = [*self.distances, distance][-(self.window - 1) :]
-        self.previous = masks
-        return distance
-
-    @property
-    def converged(self) -> bool:
-        """Whether the last ``window`` masks are all within ``threshold`` of their predecessor."""
-        return len(self.distances) == self.window - 1 and max(self.distances) < self.threshold
-
-    def state_dict(self) -> dict[str, Any]:
-        """The latest mask (CPU bool tensors) and the distances in the window."""
-        return {
-            "previous_masks": self.previous.state_dict() if self.previous is not None else None,
-            "distances": list(self.distances),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        previous = state.get("previous_masks")
-        self.previous = Masks.from_state_dict(previous) if previous is not None else None
-        self.distances = [float(distance) for distance in state.get("distances", [])][-(self.window - 1) :]
-
-
-class EarlyBird(Callback):
-    """Track, at every training epoch end, the mask a method would produce, and report the Early-Bird ticket.
-
-    You et al. 2020, "Drawing Early-Bird Tickets" (https://arxiv.org/abs/1909.11957): the ticket has emerged when
-    the normalized Hamming distance (:meth:`~pruning_callbacks.masks.Masks.hamming_distance`) between the masks of
-    consecutive epochs has stayed below ``threshold`` for the last ``window`` masks. The mask is computed with the
-    engine (:class:`~pruning_callbacks.init_pruning.MaskRecipe`), by default global magnitude pruning at
-    ``target_sparsity``. The paper prunes channels by BatchNorm scale; this tracks the unstructured mask of any
-    data-free score instead.
-
-    Logged each epoch: ``early_bird/distance`` (to the previous epoch's mask, from the second epoch on) and
-    ``early_bird/found`` (0 or 1). When the ticket emerges, a line is printed and, if asked, training stops
-    (``stop``) and/or a checkpoint is written to ``<log dir>/early_bird.ckpt`` (``save_checkpoint``); the ticket's
-    mask is :attr:`ticket` and is in the callback's state. The latest mask, the window of distances and the epoch
-    the ticket emerged are in :meth:`state_dict`, so a resumed run continues the detection exactly. The decision is
-    rank 0's, broadcast to every rank.
+    Logged each epoch while searching: ``early_bird/distance`` (largest distance of the newest mask to the older
+    masks in the FIFO, once it is full) and ``early_bird/found`` (0 or 1); ``early_bird/drawn_epoch`` when the ticket
+    is drawn. With ``save_checkpoint`` the weights at the ticket are saved to ``<log dir>/early_bird.ckpt``; with
+    ``stop`` training ends there. Everything is in :meth:`state_dict`, so a resumed run continues exactly.
 
     Args:
-        target_sparsity: Sparsity of the tracked mask, in ``[0, 1)``.
-        score: A registered data-free score (``magnitude``, ``synflow``, ...).
-        scope: ``global`` or ``layerwise``.
-        distribution: Layer-wise densities for ``scope: layerwise``.
-        layer_sparsity: For ``distribution: custom``.
-        window: Number of consecutive masks that must agree (5 in the paper), at least 2.
+        target_sparsity: Share pruned: of all ranked channels (``channel``) or of the prunable weights
+            (``unstructured``), in ``[0, 1)``.
+        granularity: ``channel`` (the paper) or ``unstructured`` (this project's variant).
+        l1_penalty: Strength ``λ`` of the L1 penalty on ``γ`` (adds ``λ · sign(γ)`` to its gradient before every
+            optimizer step, for the whole run as the authors' code does); ``None`` means ``1e-4`` for ``channel``
+            and 0 for ``unstructured``.
+        window: Masks in the FIFO (5 in the paper), at least 2.
         threshold: Largest normalized Hamming distance that counts as agreeing (0.1 in the paper).
-        stop: Stop training at the end of the epoch where the ticket emerges.
-        save_checkpoint: Save a checkpoint to ``<log dir>/early_bird.ckpt`` when the ticket emerges.
-        iterations: See :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
-        min_weights_per_layer: See :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
-        input_shape: For ``synflow``; see :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
-        include: Glob patterns of the weights to track; ``None`` means every Conv and Linear weight.
-        exclude: Glob patterns of weights to leave out.
+        prune: Prune the ticket and retrain it; ``None`` means true for ``channel`` and false for ``unstructured``.
+        min_channels_per_layer: Channels every BatchNorm layer keeps (``channel``); 0 allows emptying a layer.
+        stop: End training when the ticket is drawn.
+        save_checkpoint: Save a checkpoint to ``<log dir>/early_bird.ckpt`` when the ticket is drawn.
+        score: For ``unstructured``: a registered data-free score (``magnitude``, ``synflow``, ...).
+        scope: For ``unstructured``: ``global`` or ``layerwise``.
+        distribution: For ``unstructured`` with ``scope: layerwise``.
+        layer_sparsity: For ``unstructured`` with ``distribution: custom``.
+        iterations: For ``unstructured``; see :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
+        min_weights_per_layer: For ``unstructured``; see :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
+        input_shape: For ``unstructured`` with ``synflow``.
+        include: Glob patterns of the BatchNorm modules to rank (``channel``) or of the weights to track
+            (``unstructured``); ``None`` means all.
+        exclude: Glob patterns to leave out.
         seed: Seed of random scores; ``None`` means the ``seed_everything`` seed.
+        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
 
     Raises:
-        ValueError: For a data-dependent score, or any invalid option (see ``MaskRecipe`` and
-            :class:`EarlyBirdTracker`); in ``setup``, for ``synflow`` without an input shape or a sparsity that
-            would empty layers.
+        ValueError: For an unknown granularity, a data-dependent score, a negative penalty, unstructured options
+            with ``granularity: channel``, or any invalid option of ``MaskRecipe`` and :class:`EarlyBirdTracker`;
+            in ``setup``, for a model without BatchNorm layers or one ``torch.fx`` cannot trace (``channel``).
     """
 
     def __init__(
         self,
         target_sparsity: float,
+        granularity: str = "channel",
+        l1_penalty: float | None = None,
+        window: int = 5,
+        threshold: float = 0.1,
+        prune: bool | None = None,
+        min_channels_per_layer: int = 1,
+        stop: bool = False,
+        save_checkpoint: bool = False,
         score: str = "magnitude",
         scope: str = "global",
         distribution: str = "uniform",
         layer_sparsity: Mapping[str, float] | None = None,
-        window: int = 5,
-        threshold: float = 0.1,
-        stop: bool = False,
-        save_checkpoint: bool = False,
         iterations: int | None = None,
         min_weights_per_layer: int = 1,
         input_shape: Sequence[int] | None = None,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         seed: int | None = None,
+        log_chart: bool = True,
     ) -> None:
+        super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}.")
         self.recipe = MaskRecipe(
             target_sparsity=target_sparsity,
             score=score,
@@ -157,91 +139,155 @@ class EarlyBird(Callback):
             raise ValueError(
                 f"EarlyBird tracks data-free scores (e.g. magnitude, synflow); score '{score}' reads training batches."
             )
-        self.tracker = EarlyBirdTracker(window, threshold)
-        for name, flag in (("stop", stop), ("save_checkpoint", save_checkpoint)):
-            if not isinstance(flag, bool):
+        if granularity == "channel" and (score, scope, distribution, layer_sparsity) != (
+            "magnitude",
+            "global",
+            "uniform",
+            None,
+        ):
+            raise ValueError(
+                "granularity 'channel' ranks BatchNorm scales globally; score, scope, distribution and layer_sparsity "
+                "apply to granularity 'unstructured' only."
+            )
+        if l1_penalty is None:
+            l1_penalty = L1_PENALTY if granularity == "channel" else 0.0
+        if isinstance(l1_penalty, bool) or not isinstance(l1_penalty, (int, float)) or not l1_penalty >= 0:
+            raise ValueError(f"l1_penalty must be a number >= 0, got {l1_penalty!r}.")
+        if isinstance(min_channels_per_layer, bool) or not isinstance(min_channels_per_layer, int):
+            raise ValueError(f"min_channels_per_layer must be an integer >= 0, got {min_channels_per_layer!r}.")
+        if min_channels_per_layer < 0:
+            raise ValueError(f"min_channels_per_layer must be an integer >= 0, got {min_channels_per_layer!r}.")
+        for name, flag in (("stop", stop), ("save_checkpoint", save_checkpoint), ("prune", prune)):
+            if flag is not None and not isinstance(flag, bool):
                 raise ValueError(f"{name} must be true or false, got {flag!r}.")
+        self.tracker = EarlyBirdTracker(window, threshold)
+        self.target_sparsity = float(target_sparsity)
+        self.granularity = granularity
+        self.l1_penalty = float(l1_penalty)
+        self.prune = (granularity == "channel") if prune is None else prune
+        self.min_channels_per_layer = min_channels_per_layer
         self.stop = stop
         self.save_checkpoint = save_checkpoint
-        self.include = list(include) if include is not None else None
-        self.exclude = list(exclude) if exclude is not None else None
-        self._seed = seed
         self.found_epoch: int | None = None
         self.last_epoch: int | None = None
         self.ticket: Masks | None = None
-        self._params: dict[str, nn.Parameter] = {}
-
-    @property
-    def seed(self) -> int:
-        """The seed of random scores."""
-        return self._seed if self._seed is not None else global_seed()
+        self._groups: list[ChannelGroup] = []
+        self._tracked: dict[str, nn.Parameter] = {}
+        self._scales: list[nn.Parameter] = []
 
     @property
     def found(self) -> bool:
-        """Whether the Early-Bird ticket has emerged."""
+        """Whether the Early-Bird ticket has been drawn."""
         return self.found_epoch is not None
 
     def checkpoint_path(self, trainer: Trainer) -> Path:
         """Where ``save_checkpoint`` writes: ``<trainer.log_dir or default_root_dir>/early_bird.ckpt``."""
         return Path(trainer.log_dir or trainer.default_root_dir) / CHECKPOINT_NAME
 
+    def summary_info(self) -> dict[str, Any]:
+        """What the run found, for ``summary.json``: whether and when the ticket was drawn, and its sparsity."""
+        return {
+            "granularity": self.granularity,
+            "found": self.found,
+            "drawn_after_epochs": self.found_epoch,
+            "ticket_sparsity": self.ticket.sparsity() if self.ticket is not None else None,
+            "pruned": self.masks is not None,
+        }
+
+    # ------------------------------------------------------------------ what the method decides
+    def current_mask(self, pl_module: LightningModule, key: str) -> Masks:
+        """The mask the ticket would be if drawn now: channel masks (keyed ``<bn>.weight``) or weight masks."""
+        if self.granularity == "channel":
+            return channel_masks(bn_scales(pl_module, self._groups), self.target_sparsity, self.min_channels_per_layer)
+        return self.recipe.masks(self._tracked, seed=self.seed, key=key, module=pl_module)
+
+    def ticket_masks(self, pl_module: LightningModule) -> Masks:
+        """The parameter masks that prune the drawn ticket."""
+        assert self.ticket is not None
+        if self.granularity == "unstructured":
+            return self.ticket
+        expanded = expand_channel_masks(pl_module, self._groups, self.ticket)
+        return Masks(
+            {name: expanded.get(name, Masks.dense({name: param})[name]) for name, param in self._params.items()}
+        )
+
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._params = prunable_parameters(pl_module, self.include, self.exclude)
-        self.recipe.check_feasible({name: param.numel() for name, param in self._params.items()})
-        if self.recipe.needs_input_shape and getattr(pl_module, "example_input_array", None) is None:
-            raise ValueError(
-                f"EarlyBird with score '{self.recipe.score}' reads no batches, so it needs input_shape "
-                "(e.g. [3, 32, 32]) or the module's example_input_array."
-            )
         if self._seed is None:
             self._seed = global_seed()
+        if self.granularity == "channel":
+            self._groups = channel_groups(pl_module, self.include, self.exclude)
+            if self.min_channels_per_layer:
+                total = sum(pl_module.get_submodule(group.bn).num_features for group in self._groups)
+                kept = total - round(self.target_sparsity * total)
+                if kept < self.min_channels_per_layer * len(self._groups):
+                    raise ValueError(
+                        f"target_sparsity {self.target_sparsity} keeps {kept} of {total} channels, fewer than "
+                        f"min_channels_per_layer {self.min_channels_per_layer} in each of {len(self._groups)} "
+                        "BatchNorm layers; lower it or set min_channels_per_layer: 0."
+                    )
+            # Masked: every Conv/Linear weight (for the sparsity the run reports) plus the ranked BatchNorms' γ, β.
+            params = dict(prunable_parameters(pl_module))
+            for group in self._groups:
+                bn = pl_module.get_submodule(group.bn)
+                params[f"{group.bn}.weight"] = bn.weight
+                params[f"{group.bn}.bias"] = bn.bias
+            self._params = params
+            self._scales = [pl_module.get_submodule(group.bn).weight for group in self._groups]
+        else:
+            self._tracked = prunable_parameters(pl_module, self.include, self.exclude)
+            self._params = self._tracked
+            self.recipe.check_feasible({name: param.numel() for name, param in self._tracked.items()})
+            if self.recipe.needs_input_shape and getattr(pl_module, "example_input_array", None) is None:
+                raise ValueError(
+                    f"EarlyBird with score '{self.recipe.score}' reads no batches, so it needs input_shape "
+                    "(e.g. [3, 32, 32]) or the module's example_input_array."
+                )
+            self._scales = [module.weight for module in pl_module.modules() if isinstance(module, nn.BatchNorm2d)]
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        if self.last_epoch is None and not self.found:
+            # The authors compare masks before every epoch, the first one (the initialization) included.
+            self._observe(trainer, pl_module, epochs_trained=0)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.found and self.prune and self.masks is None:
+            self._prune_ticket(trainer, pl_module)
+
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        add_l1_subgradient_(self._scales, self.l1_penalty)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._track(trainer, pl_module)
-
-    def _track(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if self.last_epoch is not None and epoch <= self.last_epoch:
-            return  # this epoch's mask is already in the restored state
-        masks = self.recipe.masks(self._params, seed=self.seed, key=f"early_bird/{epoch}", module=pl_module)
-        distance = self.tracker.update(masks)
-        self.last_epoch = epoch
-        emerged = bool(trainer.strategy.broadcast(self.tracker.converged and not self.found, src=0))
-        if emerged:
-            self.found_epoch = epoch
-            self.ticket = masks
-            rank_zero_info(
-                f"{type(self).__name__}: Early-Bird ticket found at epoch {epoch}: the last {self.tracker.window} "
-                f"masks ({self.recipe.describe()}, sparsity {masks.sparsity():.3f}) differ by at most "
-                f"{max(self.tracker.distances):.4f} < {self.tracker.threshold} between consecutive epochs."
-            )
-        # Every rank holds the same weights, hence the same values; syncing only keeps Lightning's DDP check quiet.
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self.found:
+            self._observe(trainer, pl_module, epochs_trained=trainer.current_epoch + 1)
         sync = trainer.world_size > 1
-        if distance is not None:
-            pl_module.log("early_bird/distance", distance, sync_dist=sync)
+        # Every rank holds the same values; syncing only keeps Lightning's DDP check quiet.
         pl_module.log("early_bird/found", float(self.found), sync_dist=sync)
-        if emerged and self.save_checkpoint:
-            trainer.save_checkpoint(self.checkpoint_path(trainer))
-        if emerged and self.stop:
-            trainer.should_stop = True
+        if self.found:
+            pl_module.log("early_bird/drawn_epoch", float(self.found_epoch), sync_dist=sync)
 
     # ------------------------------------------------------------------ state
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            **self.tracker.state_dict(),
-            "found_epoch": self.found_epoch,
-            "last_epoch": self.last_epoch,
-            "ticket": self.ticket.state_dict() if self.ticket is not None else None,
-            "seed": self.seed,
-        }
+        state = super().state_dict()
+        state.update(
+            self.tracker.state_dict(),
+            found_epoch=self.found_epoch,
+            last_epoch=self.last_epoch,
+            ticket=self.ticket.state_dict() if self.ticket is not None else None,
+        )
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.tracker.load_state_dict(state_dict)
         found_epoch = state_dict.get("found_epoch")
         self.found_epoch = int(found_epoch) if found_epoch is not None else None
@@ -249,5 +295,38 @@ class EarlyBird(Callback):
         self.last_epoch = int(last_epoch) if last_epoch is not None else None
         ticket = state_dict.get("ticket")
         self.ticket = Masks.from_state_dict(ticket) if ticket is not None else None
-        if state_dict.get("seed") is not None:
-            self._seed = int(state_dict["seed"])
+
+    # ------------------------------------------------------------------ internals
+    def _observe(self, trainer: Trainer, pl_module: LightningModule, epochs_trained: int) -> None:
+        """Add the mask after ``epochs_trained`` epochs to the FIFO and draw the ticket if the rule says so."""
+        if self.last_epoch is not None and epochs_trained <= self.last_epoch:
+            return  # this mask is already in the restored state
+        masks = self.current_mask(pl_module, key=f"early_bird/{epochs_trained}")
+        distances = self.tracker.update(masks)
+        self.last_epoch = epochs_trained
+        if distances and epochs_trained > 0:
+            pl_module.log("early_bird/distance", max(distances), sync_dist=trainer.world_size > 1)
+        drawn = bool(trainer.strategy.broadcast(self.tracker.converged, src=0))
+        if not drawn:
+            return
+        self.found_epoch = epochs_trained
+        self.ticket = masks
+        rank_zero_info(
+            f"{type(self).__name__}: Early-Bird ticket drawn after {epochs_trained} epochs: the last "
+            f"{self.tracker.window} {self.granularity} masks (sparsity {masks.sparsity():.3f}) are within "
+            f"{max(self.tracker.distances):.4f} <= {self.tracker.threshold} of the newest."
+        )
+        if self.save_checkpoint:
+            trainer.save_checkpoint(self.checkpoint_path(trainer))
+        if self.stop:
+            trainer.should_stop = True
+
+    def _prune_ticket(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Prune the ticket's channels (or weights) and retrain with a new optimizer, continuing the schedule."""
+        self.set_masks(trainer, pl_module, self.ticket_masks(pl_module))
+        self.restart_optimization(trainer, start_epoch=trainer.current_epoch)
+        rank_zero_info(
+            f"{type(self).__name__}: pruned the ticket ({self.granularity}, {self.ticket.sparsity():.3f} of the "
+            f"{'channels' if self.granularity == 'channel' else 'weights'}); retraining from epoch "
+            f"{trainer.current_epoch} to {trainer.max_epochs} with a new optimizer."
+        )

@@ -30,21 +30,34 @@ def dense_checkpoint_overrides(config: Path, tmp_path: Path) -> list[str]:
     return ["--trainer.callbacks.dense_checkpoint", str(path)]
 
 
+def masks_from_overrides(config: Path, tmp_path: Path) -> list[str]:
+    """Configs whose rounds reuse another run's masks get an existing folder (a 2-step run never reads it)."""
+    if "masks_from:" not in config.read_text():
+        return []
+    (tmp_path / "ticket_run").mkdir(exist_ok=True)
+    return ["--trainer.callbacks.masks_from", str(tmp_path / "ticket_run")]
+
+
 def test_there_are_configs():
     expected = {
         "dense.yaml", "quickstart.yaml", "quickstart_dense.yaml", "quickstart_sparse.yaml", "lottery_ticket.yaml",
         "lottery_ticket_late_rewind.yaml", "han_magnitude.yaml", "oneshot_magnitude.yaml", "iterative_magnitude.yaml",
         "synflow.yaml", "snip.yaml", "grasp.yaml", "random_erk.yaml", "rigl.yaml", "set.yaml", "static_sparse.yaml",
+        "lottery_ticket_reinit.yaml", "oneshot_random.yaml", "iterative_random.yaml", "early_bird.yaml",
     }  # fmt: skip
     repro = {"dense", "lth_rewind_init", "lth_late_rewind", "han", "oneshot", "iterative", "synflow", "snip", "grasp",
-             "random_erk", "rigl", "set"}  # fmt: skip
+             "random_erk", "rigl", "set", "lth_reinit"}  # fmt: skip
     ids = {config_id(path) for path in CONFIGS}
     assert {name.removesuffix(".yaml") for name in expected} | {f"repro/{name}" for name in repro} <= ids
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_every_config_parses_and_instantiates(config, cifar_dir, tmp_path):
-    overrides = [*tiny_overrides(cifar_dir, tmp_path), *dense_checkpoint_overrides(config, tmp_path)]
+    overrides = [
+        *tiny_overrides(cifar_dir, tmp_path),
+        *dense_checkpoint_overrides(config, tmp_path),
+        *masks_from_overrides(config, tmp_path),
+    ]
     cli = main(["--config", str(config), *overrides], run=False)
     assert isinstance(cli.model, ResNet18Classifier) and cli.model.hparams.width == 4
     assert isinstance(cli.datamodule, CIFAR10DataModule)
@@ -55,7 +68,11 @@ def test_every_config_parses_and_instantiates(config, cifar_dir, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_every_config_runs_fast_dev_run(config, cifar_dir, tmp_path):
-    overrides = [*tiny_overrides(cifar_dir, tmp_path), *dense_checkpoint_overrides(config, tmp_path)]
+    overrides = [
+        *tiny_overrides(cifar_dir, tmp_path),
+        *dense_checkpoint_overrides(config, tmp_path),
+        *masks_from_overrides(config, tmp_path),
+    ]
     cli = main(["fit", "--config", str(config), *overrides, "--trainer.fast_dev_run", "2"])
     assert cli.trainer.state.finished and cli.trainer.global_step == 2
 

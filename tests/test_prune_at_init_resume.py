@@ -23,6 +23,7 @@ def arguments(cifar_dir, root, *extra: str) -> list[str]:
         *tiny_overrides(cifar_dir, root, epochs=2),
         "--data.gpu_resident", "true",
         "--trainer.callbacks+=pruning_callbacks.early_bird.EarlyBird", "--trainer.callbacks.target_sparsity=0.5",
+        "--trainer.callbacks.granularity=unstructured",
         "--trainer.callbacks.window=2", "--trainer.callbacks.threshold=0.5",
         *extra,
     ]  # fmt: skip
@@ -76,6 +77,8 @@ def test_sigkill_then_resume_keeps_the_initial_snip_mask_and_matches_the_uninter
     early_bird = actual["callbacks"]["EarlyBird"]
     reference = expected["callbacks"]["EarlyBird"]
     assert early_bird["distances"] == reference["distances"] and len(reference["distances"]) == 1
-    assert early_bird["found_epoch"] == reference["found_epoch"] and early_bird["last_epoch"] == 1
-    for name, mask in reference["previous_masks"].items():
-        assert torch.equal(early_bird["previous_masks"][name], mask), name
+    assert early_bird["found_epoch"] == reference["found_epoch"] == 1 and early_bird["last_epoch"] == 1
+    assert len(early_bird["window_masks"]) == len(reference["window_masks"]) == 2
+    for saved, expected_masks in zip(early_bird["window_masks"], reference["window_masks"], strict=True):
+        for name, mask in expected_masks.items():
+            assert torch.equal(saved[name], mask), name
