@@ -15,6 +15,7 @@ GPU has no bf16), the fast path; ``--trainer.precision 32-true`` turns it off.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from analysis import cli_errors
 from analysis.summary import RunSummary
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
@@ -107,6 +109,7 @@ def _tools() -> dict[str, Callable[[list[str]], int]]:
 
 
 TOOLS = ("sweep", "report", "export")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
@@ -127,12 +130,41 @@ def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
         trainer_defaults={"callbacks": [RichProgressBar()]},
         save_config_callback=FitConfigSaver,
         save_config_kwargs={"overwrite": True},
+        # Parse errors are raised, not printed with the whole usage: run_command_line turns them into one line.
+        parser_kwargs={
+            **cli_errors.SILENT_PARSER,
+            **{command: dict(cli_errors.SILENT_PARSER) for command in SUBCOMMANDS},
+        },
         args=args,
         run=run,
     )
 
 
+def run_command_line(argv: list[str]) -> int:
+    """Run ``cli.py`` with ``argv``; bad input ends with one ``error:`` line and exit code 2.
+
+    Args:
+        argv: The arguments after ``cli.py``. ``--debug`` (or the environment variable ``PRUNING_DEBUG=1``) lets
+            errors through with their traceback.
+
+    Returns:
+        The exit code.
+    """
+    debug = cli_errors.DEBUG_FLAG in argv or os.environ.get(cli_errors.DEBUG_ENV, "") not in ("", "0")
+    argv = [arg for arg in argv if arg != cli_errors.DEBUG_FLAG]
+    try:
+        if argv and argv[0] in TOOLS:
+            return _tools()[argv[0]](argv[1:])
+        # LightningCLI reads sys.argv itself (passing args as well makes it warn), so hand it the cleaned arguments.
+        sys.argv = [sys.argv[0], *argv]
+        main()
+    except cli_errors.USER_ERRORS as error:
+        if debug:
+            raise
+        print(cli_errors.error_line(error, argv), file=sys.stderr)
+        return cli_errors.EXIT_BAD_INPUT
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
-        sys.exit(_tools()[sys.argv[1]](sys.argv[2:]))
-    main()
+    sys.exit(run_command_line(sys.argv[1:]))

@@ -1,0 +1,152 @@
+"""Bad input on the command line: one line, ``error: <what, the value, what is allowed>``, exit code 2, no traceback.
+
+:func:`error_line` turns what bad input raises (our own checks, jsonargparse's parse errors, Lightning's
+configuration errors) into that line, condensing jsonargparse's multi-line reports to the option and the problem and
+adding the likely fix where there is one ("did you mean 0.9?", the closest option name). ``cli.py`` prints it;
+``--debug`` or ``PRUNING_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import inspect
+import re
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "PRUNING_DEBUG"
+EXIT_BAD_INPUT = 2
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    argparse.ArgumentError,
+    MisconfigurationException,
+)
+"""What bad input raises: our own checks (ValueError, FileNotFoundError, ...), jsonargparse and Lightning config errors.
+Anything else is a bug and keeps its traceback."""
+
+SILENT_PARSER = {"exit_on_error": False}
+"""Parser options that make jsonargparse raise its errors instead of printing the usage and exiting."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+def _accepted_options(class_path: str) -> list[str]:
+    try:
+        module, _, name = class_path.rpartition(".")
+        target = getattr(importlib.import_module(module), name)
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+    except Exception:  # an unimportable class: no hint
+        return []
+
+
+def _close(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _parser_message(text: str) -> str:
+    """Condense a jsonargparse error (often a dozen lines) to the line that names the option and the problem."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    unrecognized = re.match(r"unrecognized arguments: --(\w+)\.(\w+)", lines[0]) if lines else None
+    if unrecognized:
+        section, option = unrecognized.groups()
+        owner = {"model": "lit_modules.ResNet18Classifier", "data": "datamodules.CIFAR10DataModule"}.get(section)
+        options = _accepted_options(owner) if owner is not None else []
+        match = difflib.get_close_matches(option, options, n=1)
+        return f"{lines[0]}; did you mean --{section}.{match[0]}?" if match else lines[0]
+    key = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0]) if lines else None
+    if key is None:
+        return _one_line(text)
+    if len(lines) == 1:
+        return f"{key.group(1)}: {key.group(2)}"
+    for index, line in enumerate(lines):
+        problem = re.match(r"- Problem with given class_path '([^']+)':", line)
+        if problem and not problem.group(1).startswith("lightning."):
+            detail = lines[index + 1] if index + 1 < len(lines) else ""
+            rejected = re.match(r"Option '([^']+)' is not accepted", detail)
+            hint = ""
+            if rejected:
+                options = _accepted_options(problem.group(1))
+                hint = _close(rejected.group(1), options) or (
+                    f"; {problem.group(1).rsplit('.', 1)[-1]} accepts: {', '.join(options)}" if options else ""
+                )
+            return f"{key.group(1)}: {problem.group(1)}: {detail}{hint}"
+    details = [line for line in lines[1:] if not line.startswith(("Given value type:", "Subtypes:", "Errors:"))]
+    return f"{key.group(1)}: {' '.join(details[:2])}"
+
+
+def _union_message(text: str) -> str | None:
+    """The first real error in jsonargparse's "Does not validate against any of the Union subtypes" report."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("Does not validate against any of the Union subtypes"):
+        return None
+    boilerplate = ("- Not a valid subclass of", "- Expected a <class 'NoneType'>", "- Problem with given class_path")
+    first = next((line[2:] for line in lines if line.startswith("- ") and not line.startswith(boilerplate)), None)
+    if first is None:
+        return None
+    owner = re.search(r"class_path='(?:[\w.]+\.)?(\w+)'", text)
+    return f"trainer.callbacks: {owner.group(1)}: {first}" if owner else first
+
+
+def _with_hint(message: str) -> str:
+    """Add the likely fix where there is one: a percentage given for a fraction."""
+    found = re.search(r"(sparsity|fraction)\w* must be in [\[(]0, 1[)\]],? got (-?[0-9.]+)", message)
+    if found and "did you mean" not in message:
+        value = float(found.group(2))
+        if 1 < value <= 100:
+            message = f"{message.rstrip('.')}; did you mean {value / 100:g}?"
+    return message
+
+
+def _config_files(argv: list[str]) -> list[str]:
+    files = []
+    for index, arg in enumerate(argv):
+        if arg in ("--config", "-c") and index + 1 < len(argv):
+            files.append(argv[index + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def _not_a_mapping(argv: list[str]) -> str | None:
+    """Name the config file that is not a YAML mapping (jsonargparse only says "Unexpected config")."""
+    import yaml
+
+    for path in _config_files(argv):
+        try:
+            with open(path) as file:
+                content = yaml.safe_load(file)
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(content, dict):
+            return (
+                f"config file {path} must be a YAML mapping of options (trainer:, model:, data:, ...), "
+                f"got a {type(content).__name__}"
+            )
+    return None
+
+
+def error_line(error: BaseException, argv: list[str] | None = None) -> str:
+    """The one line a user sees for ``error``: ``error: <what, the value, what is allowed>``."""
+    if isinstance(error, argparse.ArgumentError) and str(error).startswith("Unexpected config"):
+        named = _not_a_mapping(argv or [])
+        if named:
+            return f"error: {named}"
+    if isinstance(error, argparse.ArgumentError):
+        text = _parser_message(str(error))
+    else:
+        text = _union_message(str(error)) or _one_line(str(error))
+    if isinstance(error, OSError) and error.filename and error.strerror and str(error.filename) not in text:
+        text = f"{error.strerror}: {error.filename}"
+    text = text or type(error).__name__
+    return f"error: {_with_hint(text)}"
