@@ -54,9 +54,64 @@ def _close(word: str, options: list[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
+_NON_FINITE = ("nan", ".nan", "inf", "+inf", "-inf", ".inf", "-.inf", "infinity", "-infinity")
+
+
+def _type_phrase(expected: str) -> str:
+    """``<class 'int'>`` -> ``an int``, ``typing.Literal['a', 'b']`` -> ``one of a, b``, NoneType -> ``null``."""
+    literal = re.fullmatch(r"typing\.Literal\[(.*)\]", expected)
+    if literal:
+        return "one of " + ", ".join(choice.strip().strip("'\"") for choice in literal.group(1).split(","))
+    named = re.fullmatch(r"<class '(?:[\w.]+\.)?(\w+)'>", expected)
+    name = named.group(1) if named else expected
+    return {"NoneType": "null", "int": "an int", "float": "a float", "bool": "true or false", "str": "a string"}.get(
+        name, f"a {name}"
+    )
+
+
+def _expected_phrase(expected: list[str]) -> str:
+    """Join what a value may be: every Literal's choices in one list, then the types, ``null`` last."""
+    choices: list[str] = []
+    types: list[str] = []
+    for phrase in (_type_phrase(item) for item in expected):
+        if phrase.startswith("one of "):
+            choices.extend(choice for choice in phrase[len("one of ") :].split(", ") if choice not in choices)
+        elif phrase not in types:
+            types.append(phrase)
+    parts = ([f"one of {', '.join(choices)}"] if choices else []) + sorted(types, key=lambda phrase: phrase == "null")
+    return " or ".join(parts)
+
+
+def _value_problem(block: list[str]) -> str | None:
+    """``expected <what is allowed>, got <value>`` from a jsonargparse type error (single type or Union)."""
+    if not block:
+        return None
+    single = re.fullmatch(r"Expected a (.+?)\. Got value: (.*)", block[0])
+    if single:
+        expected, value = [single.group(1)], single.group(2)
+    elif block[0].startswith("Does not validate against any of the Union subtypes"):
+        expected = [match.group(1) for line in block if (match := re.fullmatch(r"- Expected a (.+)", line))]
+        given = next((line[len("Given value: ") :] for line in block if line.startswith("Given value: ")), None)
+        if not expected or given is None:
+            return None
+        value = given
+    else:
+        return None
+    note = " (NaN and infinity are not allowed)" if value.strip().lower() in _NON_FINITE else ""
+    return f"expected {_expected_phrase(expected)}, got {value}{note}"
+
+
+def _short(class_path: str) -> str:
+    return class_path.rsplit(".", 1)[-1]
+
+
 def _parser_message(text: str) -> str:
     """Condense a jsonargparse error (often a dozen lines) to the line that names the option and the problem."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    invalid = re.match(r"argument (\w+): invalid choice: '([^']*)' \(choose from (.*)\)", lines[0]) if lines else None
+    if invalid:
+        choices = re.findall(r"'([^']*)'", invalid.group(3))
+        return f"{lines[0]}{_close(invalid.group(2), choices)}"
     unrecognized = re.match(r"unrecognized arguments: --(\w+)\.(\w+)", lines[0]) if lines else None
     if unrecognized:
         section, option = unrecognized.groups()
@@ -68,19 +123,31 @@ def _parser_message(text: str) -> str:
     if key is None:
         return _one_line(text)
     if len(lines) == 1:
-        return f"{key.group(1)}: {key.group(2)}"
+        return f"{key.group(1)}: {_value_problem([key.group(2)]) or key.group(2)}"
     for index, line in enumerate(lines):
         problem = re.match(r"- Problem with given class_path '([^']+)':", line)
         if problem and not problem.group(1).startswith("lightning."):
             detail = lines[index + 1] if index + 1 < len(lines) else ""
+            owner = f"{key.group(1)}: {_short(problem.group(1))}"
             rejected = re.match(r"Option '([^']+)' is not accepted", detail)
-            hint = ""
             if rejected:
                 options = _accepted_options(problem.group(1))
                 hint = _close(rejected.group(1), options) or (
-                    f"; {problem.group(1).rsplit('.', 1)[-1]} accepts: {', '.join(options)}" if options else ""
+                    f"; {_short(problem.group(1))} accepts: {', '.join(options)}" if options else ""
                 )
-            return f"{key.group(1)}: {problem.group(1)}: {detail}{hint}"
+                return f"{owner}: {detail}{hint}"
+            nested = re.fullmatch(r'Parser key "([^"]+)":\s*(.*)', detail)
+            if nested:
+                # The block of the nested option: up to the next alternative of the outer Union.
+                rest = lines[index + 2 :]
+                end = next((i for i, item in enumerate(rest) if item.startswith("- Problem with given class_")), None)
+                block = ([nested.group(2)] if nested.group(2) else []) + rest[:end]
+                problem_text = _value_problem(block) or next(iter(block), "")
+                return f"{owner}: {nested.group(1)}: {problem_text}"
+            return f"{owner}: {detail}"
+    problem_text = _value_problem(lines[1:])
+    if problem_text:
+        return f"{key.group(1)}: {problem_text}"
     details = [line for line in lines[1:] if not line.startswith(("Given value type:", "Subtypes:", "Errors:"))]
     return f"{key.group(1)}: {' '.join(details[:2])}"
 
@@ -100,7 +167,9 @@ def _union_message(text: str) -> str | None:
 
 def _with_hint(message: str) -> str:
     """Add the likely fix where there is one: a percentage given for a fraction."""
-    found = re.search(r"(sparsity|fraction)\w* must be in [\[(]0, 1[)\]],? got (-?[0-9.]+)", message)
+    found = re.search(
+        r"(sparsity|fraction)\w*(?:\['[^']*'\])? must be in [\[(]0, 1[)\]],? got (-?[0-9]+(?:\.[0-9]+)?)", message
+    )
     if found and "did you mean" not in message:
         value = float(found.group(2))
         if 1 < value <= 100:

@@ -61,6 +61,7 @@ def resolve_ood(ood: str | os.PathLike | None) -> str | None:
 
     Raises:
         ValueError: If ``ood`` is neither an allowed name nor an existing folder.
+        PermissionError: If ``ood`` is a folder this user cannot read.
     """
     if ood is None:
         return None
@@ -72,8 +73,25 @@ def resolve_ood(ood: str | os.PathLike | None) -> str | None:
     if name.lower() in (*NOISE_SETS, *DOWNLOAD_SETS):
         return name.lower()
     if Path(name).expanduser().is_dir():
+        _check_readable(Path(name).expanduser())
         return name
     raise ValueError(f"`ood` must be one of {allowed_values()}, got {name!r} (not a known name nor a folder).")
+
+
+def _unreadable(path: Path | str) -> PermissionError:
+    return PermissionError(
+        f"cannot read the --data.ood folder {path}: permission denied (it must be readable by this user, folders "
+        f"with read and execute permission, e.g. `chmod -R u+rX {path}`)"
+    )
+
+
+def _check_readable(folder: Path) -> None:
+    """Raise a one-line PermissionError naming ``folder`` if this user cannot list or enter it.
+
+    Without this check an unreadable folder would look empty (``Path.rglob`` skips what it cannot read).
+    """
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise _unreadable(folder)
 
 
 def noise_images(kind: str, size: int, seed: int) -> Tensor:
@@ -178,11 +196,14 @@ def load_ood_images(kind: str, root: Path, size: int, seed: int) -> Tensor:
 
 
 def _decode(path: str) -> Tensor:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    except PermissionError:
+        raise _unreadable(path) from None
 
 
 def _decode_chunk(paths: Sequence[str]) -> Tensor:
@@ -202,8 +223,14 @@ def read_image_tree(folder: Path) -> Tensor:
 
     Raises:
         FileNotFoundError: If ``folder`` holds no image.
+        PermissionError: If ``folder``, a folder below it or an image cannot be read (one line naming it).
     """
-    paths = sorted(str(path) for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    _check_readable(folder)
+    entries = list(folder.rglob("*"))
+    for entry in entries:
+        if entry.is_dir():  # rglob skips a folder it cannot read; say so rather than miss its images
+            _check_readable(entry)
+    paths = sorted(str(path) for path in entries if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
     if not paths:
         raise FileNotFoundError(f"OOD folder {folder} holds no .png/.jpg/.jpeg image (searched all subfolders).")
     chunks = [paths[start : start + _DECODE_CHUNK] for start in range(0, len(paths), _DECODE_CHUNK)]

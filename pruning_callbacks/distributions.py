@@ -307,10 +307,33 @@ def _apportion(densities: Mapping[str, float], numels: Mapping[str, int], keep_b
     return counts
 
 
-def _custom_counts(shapes: Mapping[str, torch.Size], layer_sparsity: Mapping[str, float]) -> dict[str, int]:
+def _is_real(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def check_layer_sparsity(layer_sparsity: Mapping[str, float]) -> dict[str, float]:
+    """Return ``layer_sparsity`` as a ``{pattern: float}`` dict, or raise a one-line ValueError naming the entry.
+
+    Every value must be a number in ``[0, 1)``; NaN and infinity are refused (``not 0 <= x < 1`` holds for NaN).
+
+    Args:
+        layer_sparsity: Layer pattern -> sparsity.
+
+    Raises:
+        ValueError: If it is not a mapping, or a value is not a number in ``[0, 1)``.
+    """
+    if not isinstance(layer_sparsity, Mapping):
+        raise ValueError(
+            f"layer_sparsity must be a map of layer pattern -> sparsity in [0, 1), got {layer_sparsity!r}."
+        )
     for pattern, sparsity in layer_sparsity.items():
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"layer_sparsity['{pattern}'] must be in [0, 1), got {sparsity}.")
+        if not _is_real(sparsity) or not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"layer_sparsity['{pattern}'] must be in [0, 1), got {sparsity!r}.")
+    return {str(pattern): float(sparsity) for pattern, sparsity in layer_sparsity.items()}
+
+
+def _custom_counts(shapes: Mapping[str, torch.Size], layer_sparsity: Mapping[str, float]) -> dict[str, int]:
+    layer_sparsity = check_layer_sparsity(layer_sparsity)
 
     def matches(pattern: str, name: str) -> bool:
         return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name.removesuffix(".weight"), pattern)
@@ -335,8 +358,11 @@ def _custom_counts(shapes: Mapping[str, torch.Size], layer_sparsity: Mapping[str
 
 
 def check_target_sparsity(target_sparsity: float | None) -> float:
-    """Return ``target_sparsity`` as a float, or raise a one-line ValueError if it is not in ``[0, 1)``."""
-    if target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
+    """Return ``target_sparsity`` as a float, or raise a one-line ValueError if it is not a number in ``[0, 1)``.
+
+    NaN and infinity are refused (the comparison is written so that NaN fails it), and so are bools and strings.
+    """
+    if not _is_real(target_sparsity) or not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}.")
     return float(target_sparsity)
 
@@ -393,8 +419,8 @@ def layer_keep_counts(
     if layer_sparsity is not None:
         raise ValueError(f"layer_sparsity applies only to distribution 'custom', got distribution '{distribution}'.")
     target_sparsity = check_target_sparsity(target_sparsity)
-    if erk_power_scale < 0:
-        raise ValueError(f"erk_power_scale must be >= 0, got {erk_power_scale}.")
+    if not _is_real(erk_power_scale) or not 0 <= erk_power_scale < math.inf:
+        raise ValueError(f"erk_power_scale must be a finite number >= 0, got {erk_power_scale}.")
     names = list(shapes)
     first_layer = names[0] if first_layer is None else first_layer
     last_layer = names[-1] if last_layer is None else last_layer

@@ -147,7 +147,10 @@ class DynamicSparseTraining(StaticSparse):
     Logged at each update: ``regrowth/drop_fraction``, ``regrowth/changed`` and ``regrowth/changed/<layer>``,
     ``regrowth/grown_survival`` and ``regrowth/grown_survival/<layer>`` (the fraction of the previous update's grown
     connections still active). The schedule position is ``trainer.global_step``; ``T_end``, the update count and the
-    last grown set are in :meth:`state_dict`, so a resumed run continues exactly.
+    last grown set are in :meth:`state_dict`, so a resumed run continues exactly. ``T_end`` is computed in
+    ``on_train_start``, after Lightning restored the loop counters and set up the train dataloader at the resumed
+    epoch (asking for ``estimated_stepping_batches`` earlier would build the dataloader before the restore, and a
+    DataLoader with workers would then draw epoch 0's order on a resume).
 
     Args:
         target_sparsity: Fraction of the prunable weights removed, in ``[0, 1)``; constant through training.
@@ -162,7 +165,8 @@ class DynamicSparseTraining(StaticSparse):
             densities do not change.
 
     Raises:
-        ValueError: If an argument is outside its allowed values.
+        ValueError: If an argument is outside its allowed values; at the start of ``fit``, if the run is endless or
+            ``delta_t >= T_end`` (no mask update would ever happen).
     """
 
     grow_score: ClassVar[str]
@@ -203,10 +207,20 @@ class DynamicSparseTraining(StaticSparse):
     # ------------------------------------------------------------------ hooks
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.schedule = self._build_schedule(trainer)
+        # The schedule is not built here: it needs trainer.estimated_stepping_batches, which builds the train
+        # dataloader and its first iterator, and on_fit_start runs before Lightning restores the loop counters of a
+        # resumed run, so a DataLoader with workers would start drawing epoch 0's order. Only what is known without
+        # data is checked now (an endless run, a max_steps too short for one update); on_train_start builds it.
+        self._check_step_bounds(trainer)
         super().on_fit_start(trainer, pl_module)
         if self._previous_grown is not None:
             self._previous_grown = self._previous_grown.to(next(iter(self.parameters.values())).device)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The fit loop has restored its counters and set up the train dataloader by now (at the resumed epoch), so
+        # estimated_stepping_batches reads that dataloader instead of building one early.
+        self.schedule = self._build_schedule(trainer)
 
     @override
     def on_before_optimizer_step(
@@ -246,13 +260,52 @@ class DynamicSparseTraining(StaticSparse):
             self._previous_grown.check_compatible({name: mask.shape for name, mask in self.masks.items()})
 
     # ------------------------------------------------------------------ internals
+    def _endless_run(self) -> ValueError:
+        return ValueError(
+            f"{type(self).__name__} needs a finite number of training steps to place t_end; "
+            "set trainer.max_epochs or trainer.max_steps."
+        )
+
+    def _check_updates(self, trainer: Trainer, end_step: int, steps: str, relation: str = "=") -> None:
+        """Refuse a schedule without a single mask update (``delta_t >= T_end``): a run that never rewires.
+
+        A ``fast_dev_run`` (a few steps to exercise the code, not to train) only gets a warning.
+
+        Raises:
+            ValueError: In one line, with ``delta_t``, ``T_end`` (``relation`` ``<=`` for a bound) and the fix.
+        """
+        if self.delta_t < end_step:
+            return
+        fix = (
+            f"set --trainer.callbacks.delta_t to at most {end_step - 1}, or train for more steps"
+            if end_step > 1
+            else "train for more steps (trainer.max_epochs or trainer.max_steps)"
+        )
+        message = (
+            f"{type(self).__name__}: delta_t {self.delta_t} is not shorter than T_end {relation} {end_step} steps "
+            f"(t_end {self.t_end} × {steps}), so the masks would never change"
+        )
+        if trainer.fast_dev_run:
+            rank_zero_warn(f"{message} (fast_dev_run).")
+            return
+        raise ValueError(f"{message}; {fix}.")
+
+    def _check_step_bounds(self, trainer: Trainer) -> None:
+        """What can be checked before the train dataloader exists: an endless run, or max_steps below delta_t."""
+        if self.end_step is not None:
+            return  # resuming: the checkpoint's schedule is kept
+        max_steps = trainer.max_steps
+        if trainer.max_epochs == -1 and max_steps == -1:
+            raise self._endless_run()
+        if max_steps is not None and max_steps > 0:
+            # estimated_stepping_batches never exceeds max_steps, so T_end is at most this.
+            bound = max(1, math.floor(self.t_end * max_steps))
+            self._check_updates(trainer, bound, f"trainer.max_steps {max_steps}", "<=")
+
     def _build_schedule(self, trainer: Trainer) -> CosineDecay:
         total_steps = trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
-            raise ValueError(
-                f"{type(self).__name__} needs a finite number of training steps to place t_end; "
-                "set trainer.max_epochs or trainer.max_steps."
-            )
+            raise self._endless_run()
         end_step = max(1, math.floor(self.t_end * total_steps))
         if self.end_step is not None and self.end_step != end_step:
             rank_zero_warn(
@@ -261,13 +314,10 @@ class DynamicSparseTraining(StaticSparse):
                 "run continues the interrupted one."
             )
             end_step = self.end_step
+        self._check_updates(trainer, end_step, f"the run's {total_steps} optimizer steps")
         self.end_step = end_step
         schedule = CosineDecay(alpha=self.alpha, end_step=end_step, update_interval=self.delta_t)
         updates = len(range(self.delta_t, end_step, self.delta_t))
-        if updates == 0:
-            rank_zero_warn(
-                f"{type(self).__name__}: delta_t={self.delta_t} >= T_end={end_step} steps, so the masks never change."
-            )
         rank_zero_info(
             f"{type(self).__name__}: {updates} mask updates, every {self.delta_t} steps until step {end_step} of "
             f"{total_steps} (alpha {self.alpha}, grow score '{self.grow_score}')"

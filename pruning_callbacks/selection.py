@@ -8,6 +8,7 @@ exactly and the result is deterministic on every device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 from pruning_callbacks.distributions import (
     CUSTOM,
     DISTRIBUTIONS,
+    check_layer_sparsity,
     check_target_sparsity,
     known_distributions,
     layer_keep_counts,
@@ -227,6 +229,7 @@ def check_pruning_request(
     if distribution == CUSTOM:
         if not layer_sparsity:
             raise ValueError("distribution 'custom' needs layer_sparsity (a map of layer pattern -> sparsity).")
+        check_layer_sparsity(layer_sparsity)  # every value, NaN included, at config time rather than in setup
         return
     if layer_sparsity is not None:
         raise ValueError(f"layer_sparsity applies only to distribution 'custom', got distribution '{distribution}'.")
@@ -361,8 +364,8 @@ def prune_below_std_threshold(
         ValueError: If ``quality`` is not positive, ``std_of`` is unknown, ``initial_stds`` misses a layer, or params
             and masks do not match.
     """
-    if not quality > 0:
-        raise ValueError(f"quality must be positive, got {quality}.")
+    if isinstance(quality, bool) or not isinstance(quality, int | float) or not 0 < quality < math.inf:
+        raise ValueError(f"quality must be a positive finite number, got {quality}.")
     if std_of not in STD_OF:
         raise ValueError(f"std_of must be one of {', '.join(STD_OF)}, got {std_of!r}.")
     if std_of == "initial":

@@ -36,7 +36,7 @@ def test_lightning_state_dict_is_a_plain_resnet18_state_dict():
         ({"width": 0}, "width must be a positive integer, got 0"),
         ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adamw, got 'rmsprop'"),
         ({"lr_scheduler": "step"}, "lr_scheduler must be one of multistep, cosine, constant, got 'step'"),
-        ({"lr": -1.0}, "lr must be positive, got -1.0"),
+        ({"lr": -1.0}, "lr must be a positive number, got -1.0"),
         ({"milestones": [100, 50]}, "milestones must be increasing positive epochs, got [100, 50]"),
     ],
 )
