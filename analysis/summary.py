@@ -195,9 +195,11 @@ class RunSummary(Callback):
         return method.training_flops_per_sample(sparse, float(count.total), step)
 
     def _write(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or trainer.log_dir is None:
+        if trainer.sanity_checking:
             return
-        log_dir = trainer.log_dir
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks (so does build), only rank 0 writes
+        if log_dir is None:
+            return
         summary = self.build(trainer, pl_module, stage)
         if not trainer.is_global_zero:
             return
@@ -376,4 +378,3 @@ def _batch_size(batch: Any) -> int:
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
         return int(batch[0].shape[0])
     return 0
-
