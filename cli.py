@@ -15,19 +15,25 @@ GPU has no bf16), the fast path; ``--trainer.precision 32-true`` turns it off.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
+import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from analysis import cli_errors
+from analysis import cli_errors, resume
+from analysis.checkpointing import AtomicCheckpointIO, AutoSave
 from analysis.summary import RunSummary
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
@@ -55,8 +61,23 @@ class PruningCLI(LightningCLI):
         # Saving at the end of the training epoch (after validation, and after every other callback's
         # on_train_epoch_end, since Lightning runs checkpoint callbacks last) captures what pruning callbacks
         # change at the epoch's end; a checkpoint taken at validation end would miss it.
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True})
+        # AutoSave writes the same last.ckpt mid-epoch, so ModelCheckpoint must overwrite it, not write last-v1.ckpt.
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.save_on_train_epoch_end": True,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.add_argument(
+            "--fresh",
+            action="store_true",
+            help="Start over in a run directory that holds a checkpoint (fit resumes from it by default); the old "
+            "directory is moved aside to <dir>.replaced-<time>, never deleted.",
+        )
         parser.add_lightning_class_args(RunSummary, "summary")
+        # Mid-epoch last.ckpt every 10 minutes and on SIGTERM / Ctrl-C, so a dropped session loses minutes, not epochs.
+        parser.add_lightning_class_args(AutoSave, "autosave")
         # ``train/grad_norm``: the gradient norm of the remaining weights, on logging steps only.
         parser.add_lightning_class_args(GradientNormMonitor, "grad_norm")
 
@@ -73,10 +94,77 @@ class PruningCLI(LightningCLI):
                 init_args=Namespace(save_dir=trainer.default_root_dir, name="", version="", default_hp_metric=False),
             )
         if trainer.precision is None and _trains_on_cuda(trainer.accelerator):
-            trainer.precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+            trainer.precision = "bf16-mixed" if _native_bf16() else "16-mixed"
+        interval = config.checkpoint.get("train_time_interval")
+        if interval is not None:
+            # ModelCheckpoint cannot save on a timer and at every epoch's end; AutoSave does the timer.
+            config.checkpoint.train_time_interval = None
+            minutes = interval.total_seconds() / 60 if hasattr(interval, "total_seconds") else float(interval)
+            config.autosave.every_minutes = minutes
+        if "weights_only" in config and config.weights_only is None:
+            # Our own checkpoints hold callback state (masks, rounds) beside the tensors: trusted, loaded in full.
+            config.weights_only = False
+        if _owns_epoch_budget(config):
+            # The multi-round method sets max_epochs to the total of its rounds (and says so).
+            warnings.filterwarnings("ignore", message=r".*`max_epochs` was not set.*")
+        if self.subcommand is not None:
+            self._choose_checkpoint(config)
+
+    def _choose_checkpoint(self, config: Namespace) -> None:
+        """Resume ``fit`` in place, refuse a foreign run directory, and give ``test``/``validate`` real weights."""
+        run_dir = Path(config.trainer.default_root_dir)
+        explicit = config.get("ckpt_path")
+        if self.subcommand == "fit" and config.get("fresh"):
+            if explicit not in (None, "last"):
+                raise ValueError(f"--fresh starts over, so it cannot take --ckpt_path {explicit}; drop one of them")
+            config.ckpt_path = None
+            if rank_zero_only.rank == 0:
+                moved = resume.move_aside(run_dir) if resume.resume_point_exists(run_dir) else None
+                if moved is not None:
+                    rank_zero_info(f"Starting over in {run_dir}: the previous run was moved to {moved}.")
+            return
+        if explicit not in (None, "last"):
+            return  # checked against the model's shape in _parse_ckpt_path
+        point = resume.resume_point(run_dir)
+        if point is None:
+            if self.subcommand in ("test", "validate"):
+                raise FileNotFoundError(
+                    f"no checkpoint to {self.subcommand} in {run_dir / resume.CHECKPOINT_DIR}: train it first "
+                    f"(python cli.py fit --config ... --trainer.default_root_dir {run_dir}) or pass --ckpt_path"
+                )
+            return
+        saved = resume.saved_config(run_dir)
+        new = resume.plain(config.as_dict())
+        if saved is not None:
+            differences = resume.config_differences(saved, new, _is_method)
+            if differences:
+                raise ValueError(
+                    f"{run_dir} holds another experiment ({'; '.join(differences)}); nothing was changed there: "
+                    "pass --fresh to start over in it, or another --trainer.default_root_dir"
+                )
+        mismatch = resume.checkpoint_shape_mismatch(point.path, new.get("model") or {})
+        if mismatch:
+            raise ValueError(
+                f"{point.path} does not fit this config: {'; '.join(mismatch)}; pass --fresh or the settings"
+            )
+        config.ckpt_path = str(point.path)
+        # Resuming in place is the point: Lightning's "directory exists and is not empty" is noise here.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # The data order is a pure function of (seed, epoch, position): a mid-epoch resume skips, it does not replay.
+        warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
+        if point.fallback_from is not None:
+            rank_zero_warn(f"{point.fallback_from} is unreadable (a write cut short?); using {point.path} instead.")
+        if self.subcommand == "fit":
+            rank_zero_info(
+                f"Resuming {run_dir} from {point.path.name} ({point.epoch} epoch{'s' if point.epoch != 1 else ''} "
+                f"done, step {point.global_step}); --fresh starts over."
+            )
+        else:
+            rank_zero_info(f"{self.subcommand.capitalize()}ing the weights of {point.path} (step {point.global_step}).")
 
     def after_instantiate_classes(self) -> None:
         """Tell the run summary which config files, label and method settings this run came from."""
+        PruningCLI.configured = True
         config = self.config[self.subcommand] if self.subcommand else self.config
         config_files = [str(path) for path in (config.get("config") or []) if path is not None]
         callbacks = config.trainer.callbacks or []
@@ -92,10 +180,135 @@ class PruningCLI(LightningCLI):
             if isinstance(callback, RunSummary):
                 callback.run_info = {"config_files": config_files, "label": label, "callbacks": described}
 
+    configured: ClassVar[bool] = False
+    """Whether the classes were instantiated (errors after that come from running, not from the config)."""
+
+    command_line: ClassVar[list[str]] = []
+    """The arguments this run was started with (after ``cli.py``), for the commands the end of a run prints."""
+
+    def after_fit(self) -> None:
+        """End the run with where everything is and the two commands that come next."""
+        if not self.trainer.is_global_zero:
+            return
+        run_dir = Path(self.trainer.default_root_dir)
+        again = _without(self.command_line, flags=("--fresh",), options=("--ckpt_path",))
+        test = ["test", *again[1:]] if again and again[0] == "fit" else again
+        files = [
+            ("checkpoint", run_dir / resume.CHECKPOINT_DIR / resume.LAST),
+            ("summary", run_dir / "summary.json"),
+            ("rounds", run_dir / "rounds.csv"),
+            ("sparse export", run_dir / "model.sparse.pt"),
+            ("Early-Bird ticket", run_dir / "early_bird.ckpt"),
+        ]
+        lines = [f"Run finished: {run_dir}"]
+        lines += [f"  {name:<18}{path}" for name, path in files if path.exists()]
+        lines.append(f"  {'TensorBoard':<18}tensorboard --logdir {run_dir.parent}")
+        lines.append(f"  {'test it':<18}python cli.py {shlex.join(test)}")
+        lines.append(
+            f"  {'resume or extend':<18}python cli.py {shlex.join(again)}  (the same command; --fresh starts over)"
+        )
+        rank_zero_info("\n".join(lines))
+
+    def _parse_ckpt_path(self) -> None:
+        """Refuse an explicit ``--ckpt_path`` of another model shape before Lightning adopts its hyperparameters.
+
+        LightningCLI replaces the model's settings with those saved in the checkpoint, so a width-16 checkpoint
+        with ``--model.width 32`` would silently test a width-16 model.
+        """
+        subcommand = self.config.get("subcommand")
+        explicit = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if explicit not in (None, "last", "best"):
+            mismatch = resume.checkpoint_shape_mismatch(explicit, plain_section(self.config[subcommand], "model"))
+            if mismatch:
+                raise ValueError(
+                    f"checkpoint {explicit} does not fit this config: {'; '.join(mismatch)}; pass the matching "
+                    "settings or the matching checkpoint"
+                )
+        super()._parse_ckpt_path()
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        if config.get("plugins") is None:
+            # Atomic checkpoint writes (not in trainer_defaults: the saved config.yaml cannot hold an instance).
+            config = {**config, "plugins": [AtomicCheckpointIO()]}
         if config.get("enable_progress_bar") is False:
             self.trainer_defaults = {key: value for key, value in self.trainer_defaults.items() if key != "callbacks"}
         return super()._instantiate_trainer(config, callbacks)
+
+
+def _without(args: list[str], flags: tuple[str, ...], options: tuple[str, ...]) -> list[str]:
+    """``args`` less the given flags and the given options with their values."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in flags or any(arg.startswith(f"{option}=") for option in options):
+            continue
+        if arg in options:
+            skip = True
+            continue
+        kept.append(arg)
+    return kept
+
+
+class _DropTips(logging.Filter):
+    """Drop Lightning's advertisement for its cloud logger, printed at every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_lightning() -> None:
+    """Silence console messages that say nothing about this run."""
+    # Filters on the handlers see the records of every child logger (a logger's own filters would not).
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "lightning_utilities"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(existing, _DropTips) for existing in handler.filters):
+                handler.addFilter(_DropTips())
+
+
+def plain_section(config: Namespace, name: str) -> dict[str, Any]:
+    """One section (``model``, ``data``) of a parsed config as a plain dictionary."""
+    section = config.get(name)
+    return resume.plain(section.as_dict() if isinstance(section, Namespace) else (section or {}))
+
+
+def _owns_epoch_budget(config: Namespace) -> bool:
+    """Whether a configured callback sets the run's max_epochs itself (the multi-round methods)."""
+    from pruning_callbacks.iterative import IterativePruning
+
+    callbacks = config.trainer.get("callbacks") or []
+    for item in callbacks if isinstance(callbacks, list) else [callbacks]:
+        class_path = str(item.get("class_path", "")) if isinstance(item, Namespace) else ""
+        module, _, name = class_path.rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            continue
+        if isinstance(target, type) and issubclass(target, IterativePruning):
+            return True
+    return False
+
+
+def _is_method(class_path: str) -> bool:
+    """Whether a callback's class path names a pruning method (a :class:`MaskedTraining`)."""
+    from pruning_callbacks.base import MaskedTraining
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path.startswith("pruning_callbacks.")
+    return isinstance(target, type) and issubclass(target, MaskedTraining)
+
+
+def _native_bf16() -> bool:
+    """Whether the GPU computes bf16 natively (a T4 only emulates it, slowly: it gets 16-mixed)."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before the including_emulation argument
+        return torch.cuda.is_bf16_supported()
 
 
 def _trains_on_cuda(accelerator: Any) -> bool:
@@ -123,6 +336,9 @@ def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
     Returns:
         The CLI object, with ``.trainer``, ``.model`` and ``.datamodule``.
     """
+    PruningCLI.command_line = list(args) if args is not None else sys.argv[1:]
+    PruningCLI.configured = False
+    _quiet_lightning()
     return PruningCLI(
         ResNet18Classifier,
         CIFAR10DataModule,
@@ -159,7 +375,8 @@ def run_command_line(argv: list[str]) -> int:
         sys.argv = [sys.argv[0], *argv]
         main()
     except cli_errors.USER_ERRORS as error:
-        if debug:
+        # Past configuration, a TypeError is a bug in code, not bad input: it keeps its traceback.
+        if debug or (isinstance(error, TypeError) and PruningCLI.configured):
             raise
         print(cli_errors.error_line(error, argv), file=sys.stderr)
         return cli_errors.EXIT_BAD_INPUT

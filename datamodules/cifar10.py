@@ -38,6 +38,7 @@ from typing_extensions import override
 
 from datamodules.ood import OOD_LABEL, load_ood_images, prepare_ood, resolve_ood
 from datamodules.subsets import EVAL_SUBSET_SEED, stratified_subset
+from pruning_callbacks.lightning_compat import fit_position
 from pruning_callbacks.seeding import generator as seeded_generator
 from pruning_callbacks.seeding import global_seed
 
@@ -175,6 +176,28 @@ class EpochSeededSampler(DistributedSampler):
             drop_last=False,
         )
         self.dataset_size = dataset_size
+        self._resume: tuple[int, int] | None = None
+
+    def resume_within_epoch(self, epoch: int, skip: int) -> None:
+        """Make iteration over ``epoch`` start after its first ``skip`` samples (of this rank).
+
+        A run resumed from a checkpoint written in the middle of an epoch continues with the next batch: the order
+        is a pure function of ``(seed, epoch)``, so resuming is a skip, not a replay. ``len()`` stays the length
+        of the whole epoch, as Lightning counts the resumed epoch's batches from where it stopped. Other epochs
+        are not affected.
+
+        Args:
+            epoch: The epoch being resumed.
+            skip: Samples of this rank's order already trained on in it (batches done × batch size).
+        """
+        self._resume = (epoch, skip) if skip > 0 else None
+
+    def iteration_indices(self) -> Tensor:
+        """The indices an iteration over the current epoch yields: :meth:`epoch_indices` less a resumed skip."""
+        indices = self.epoch_indices()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            indices = indices[self._resume[1] :]
+        return indices
 
     def epoch_indices(self) -> Tensor:
         """This rank's indices for the current epoch, as an int64 CPU tensor."""
@@ -190,7 +213,7 @@ class EpochSeededSampler(DistributedSampler):
 
     @override
     def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices().tolist())
+        return iter(self.iteration_indices().tolist())
 
 
 class IndexedTestBatch(NamedTuple):
@@ -252,7 +275,7 @@ class ResidentBatchLoader:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        order = self.sampler.epoch_indices().to(self.images.device)
+        order = self.sampler.iteration_indices().to(self.images.device)
         for index in order.split(self.batch_size):
             images = self.images.index_select(0, index)
             labels = self.labels.index_select(0, index)
@@ -307,14 +330,41 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _unreadable(path: Path | str) -> PermissionError:
+    return PermissionError(
+        f"cannot read {path}: permission denied (--data.data_dir must be readable by this user, folders with "
+        f"read and execute permission, e.g. `chmod -R u+rX {path}`)"
+    )
+
+
+def _check_readable(folder: Path) -> None:
+    """Raise a one-line PermissionError naming ``folder`` if it exists but this user cannot list or enter it."""
+    try:
+        is_dir = folder.is_dir()
+    except PermissionError:  # a folder above it cannot be entered
+        raise _unreadable(folder) from None
+    if is_dir and not os.access(folder, os.R_OK | os.X_OK):
+        raise _unreadable(folder)
+
+
 def _class_dirs(split_dir: Path) -> list[str]:
+    _check_readable(split_dir)
     if not split_dir.is_dir():
         return []
-    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
+    try:
+        with os.scandir(split_dir) as entries:
+            return sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
+    except PermissionError:
+        raise _unreadable(split_dir) from None
 
 
 def _find_source(root: Path) -> tuple[str | None, str]:
-    """Return ``("image_folder" | "batches_py" | None, note)``; the note says what was incomplete, if anything."""
+    """Return ``("image_folder" | "batches_py" | None, note)``; the note says what was incomplete, if anything.
+
+    Raises:
+        PermissionError: In one line, naming the folder, if ``root`` or a folder it looks into cannot be read.
+    """
+    _check_readable(root)
     train_classes, test_classes = _class_dirs(root / "train"), _class_dirs(root / "test")
     if train_classes and test_classes:
         return "image_folder", ""
@@ -323,6 +373,7 @@ def _find_source(root: Path) -> tuple[str | None, str]:
         present, absent = ("train", "test") if train_classes else ("test", "train")
         notes.append(f"found {present}/ class folders but no {absent}/ ones")
     batches = root / BATCHES_DIR
+    _check_readable(batches)
     if batches.is_dir():
         missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if not (batches / name).is_file()]
         if not missing:
@@ -331,7 +382,44 @@ def _find_source(root: Path) -> tuple[str | None, str]:
     return None, f" ({'; '.join(notes)})" if notes else ""
 
 
-def _missing_data_message(root: Path, download_note: str, found_note: str) -> str:
+_MAX_NEIGHBOURS = 256
+"""Subfolders of ``data_dir`` searched for a copy when ``data_dir`` itself holds none."""
+
+
+def _nearby_copy(root: Path) -> str:
+    """Name a complete copy next to ``root``, for a ``data_dir`` that points at its parent or at one of its folders.
+
+    Looks in ``root``'s subfolders (``data_dir=/tmp`` with the data in ``/tmp/cifar10``) and, when ``root`` is a
+    ``train``, ``test`` or ``cifar-10-batches-py`` folder, in its parent.
+
+    Returns:
+        A hint such as ``found train/ and test/ in /tmp/cifar10: use --data.data_dir /tmp/cifar10``, or ``""``.
+    """
+    candidates = [root.parent] if root.name in ("train", "test", BATCHES_DIR) else []
+    try:
+        with os.scandir(root) as entries:
+            names = sorted(entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir())
+    except OSError:  # missing or unreadable: nothing below it to suggest
+        names = []
+    candidates.extend(root / name for name in names[:_MAX_NEIGHBOURS])
+    for candidate in candidates:
+        try:
+            kind, _ = _find_source(candidate)
+        except OSError:  # an unreadable neighbour is not the copy
+            continue
+        if kind == "image_folder":
+            return f"found train/ and test/ in {candidate}: use --data.data_dir {candidate}"
+        if kind == "batches_py":
+            return f"found {BATCHES_DIR}/ in {candidate}: use --data.data_dir {candidate}"
+    return ""
+
+
+def _missing_data_message(root: Path, download_note: str, found_note: str, nearby: str = "") -> str:
+    if nearby:
+        return (
+            f"CIFAR-10 not found in --data.data_dir {root}{found_note}, but {nearby} (data_dir is the folder that "
+            f"holds train/<class>/ and test/<class>/, or {BATCHES_DIR}/)."
+        )
     return (
         f"CIFAR-10 not found: looked for an image folder at {root}/train/<class>/*.{{png,jpg,jpeg}} and "
         f"{root}/test/<class>/*, and for pickled batches at {root / BATCHES_DIR}{found_note}; {download_note}. "
@@ -350,9 +438,14 @@ def _decode_chunk(paths: Sequence[str]) -> Tensor:
     out = torch.empty((len(paths), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     for position, path in enumerate(paths):
         try:
-            image = torchvision.io.decode_image(torchvision.io.read_file(path), mode=torchvision.io.ImageReadMode.RGB)
-        except RuntimeError:  # formats or variants libjpeg/libpng in torchvision cannot read
-            image = _decode_with_pil(path)
+            try:
+                image = torchvision.io.decode_image(
+                    torchvision.io.read_file(path), mode=torchvision.io.ImageReadMode.RGB
+                )
+            except RuntimeError:  # formats or variants libjpeg/libpng in torchvision cannot read (or no permission)
+                image = _decode_with_pil(path)
+        except PermissionError:
+            raise _unreadable(path) from None
         if image.shape != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(
                 f"CIFAR-10 images must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {tuple(image.shape[1:])} in {path}."
@@ -367,11 +460,16 @@ def _read_image_folder(split_dir: Path, classes: Sequence[str]) -> TensorSplit:
     labels: list[int] = []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
-        files = sorted(
-            entry.name
-            for entry in os.scandir(class_dir)
-            if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-        )
+        _check_readable(class_dir)
+        try:
+            with os.scandir(class_dir) as entries:
+                files = sorted(
+                    entry.name
+                    for entry in entries
+                    if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                )
+        except PermissionError:
+            raise _unreadable(class_dir) from None
         paths.extend(str(class_dir / file) for file in files)
         labels.extend([label] * len(files))
     if not paths:
@@ -387,8 +485,11 @@ def _read_batches(paths: Sequence[Path]) -> TensorSplit:
     """Parse CIFAR-10 python pickles (``b"data"``: ``(N, 3072)`` uint8, ``b"labels"``: list of int)."""
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as file:
-            entry = pickle.load(file, encoding="bytes")
+        try:
+            with open(path, "rb") as file:
+                entry = pickle.load(file, encoding="bytes")
+        except PermissionError:
+            raise _unreadable(path) from None
         data = entry.get(b"data", entry.get("data"))
         targets = entry.get(b"labels", entry.get("labels"))
         if data is None or targets is None:
@@ -546,8 +647,13 @@ class CIFAR10DataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Download CIFAR-10 (and a ``cifar100`` / ``svhn`` OOD set) when no local copy exists and ``download`` is set.
 
+        No download happens when ``data_dir`` holds no copy but one of its subfolders does (``data_dir`` names the
+        copy's parent): the error names that subfolder instead.
+
         Raises:
-            FileNotFoundError: If there is no local copy and the download is disabled or fails.
+            FileNotFoundError: If there is no local copy and the download is disabled or fails, or the copy is in a
+                subfolder of ``data_dir``.
+            PermissionError: If ``data_dir`` or a folder in it cannot be read (one line naming it).
         """
         self._prepare_cifar10()
         prepare_ood(self.ood, self.root, self.download)
@@ -557,6 +663,9 @@ class CIFAR10DataModule(LightningDataModule):
         kind, found_note = _find_source(root)
         if kind is not None:
             return
+        nearby = _nearby_copy(root)
+        if nearby:  # data_dir names the parent (or a folder) of a copy: point there rather than download another
+            raise FileNotFoundError(_missing_data_message(root, "", found_note, nearby))
         if not self.download:
             raise FileNotFoundError(
                 _missing_data_message(root, "the download is disabled (--data.download false)", found_note)
@@ -579,12 +688,20 @@ class CIFAR10DataModule(LightningDataModule):
             stage: Lightning's stage (``fit``, ``validate``, ``test`` or ``predict``); every stage loads all of
                 CIFAR-10, only ``test`` the OOD set.
 
+        The number of class folders is checked against the attached model's ``hparams.num_classes`` here, before
+        any image is decoded (the one hook where both the data and the model are known; see
+        :meth:`_check_model_classes`).
+
         Raises:
             FileNotFoundError: If no local copy exists (download happens in :meth:`prepare_data`, not here).
-            ValueError: If ``val_size`` or ``train_subset`` do not fit the training set.
+            PermissionError: If a data folder or file cannot be read (one line naming it).
+            ValueError: If ``val_size`` or ``train_subset`` do not fit the training set, or the data has another
+                number of classes than the model's ``num_classes``.
         """
         if self.train_split is None:
             self._load_and_split()
+        else:
+            self._check_model_classes(self.classes)
         self.resolved_seed = self.seed if self.seed is not None else global_seed()
         self._plan = None
         device = self._root_device()
@@ -627,7 +744,7 @@ class CIFAR10DataModule(LightningDataModule):
                 if self.download
                 else "the download is disabled (--data.download false)"
             )
-            raise FileNotFoundError(_missing_data_message(root, note, found_note))
+            raise FileNotFoundError(_missing_data_message(root, note, found_note, _nearby_copy(root)))
         start = time.perf_counter()
         if kind == "image_folder":
             classes = _class_dirs(root / "train")
@@ -636,10 +753,12 @@ class CIFAR10DataModule(LightningDataModule):
                     f"{root}/train and {root}/test must hold the same class folders, got {classes} and "
                     f"{_class_dirs(root / 'test')}."
                 )
+            self._check_model_classes(classes)  # before decoding a single image
             train = _read_image_folder(root / "train", classes)
             test = _read_image_folder(root / "test", classes)
             self.classes = tuple(classes)
         else:
+            self._check_model_classes(CLASSES)
             batches = root / BATCHES_DIR
             train = _read_batches([batches / name for name in TRAIN_BATCHES])
             test = _read_batches([batches / TEST_BATCH])
@@ -667,6 +786,28 @@ class CIFAR10DataModule(LightningDataModule):
             TensorSplit(train.images[val_indices], train.labels[val_indices]) if self.val_size > 0 else None
         )
         self.test_split = test
+
+    def _check_model_classes(self, classes: Sequence[str]) -> None:
+        """Refuse data whose number of classes differs from the attached model's ``num_classes``.
+
+        The check lives here, in :meth:`setup`, because this is the first point where both are known: the class
+        folders are listed (no image decoded yet) and the trainer holds the model, whose ``hparams.num_classes``
+        (:class:`lit_modules.ResNet18Classifier`) is read. A model without that hyperparameter, or no trainer, skips it.
+
+        Raises:
+            ValueError: In one line, naming both options and both counts.
+        """
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        hparams = getattr(module, "hparams", None)
+        expected = hparams.get("num_classes") if hasattr(hparams, "get") else None
+        if expected is None or expected == len(classes):
+            return
+        shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+        raise ValueError(
+            f"--data.data_dir {self.root} holds {len(classes)} classes ({shown}) but --model.num_classes is "
+            f"{expected}; pass --model.num_classes {len(classes)}, or point --data.data_dir at a copy with "
+            f"{expected} class folders in train/ and test/."
+        )
 
     def _root_device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -721,7 +862,10 @@ class CIFAR10DataModule(LightningDataModule):
         # DataLoader with workers draws its indices when the iterator is created. Starting the sampler at the
         # epoch the fit loop is about to run makes a resumed run draw that epoch's order, not epoch 0's.
         if self.trainer is not None:
-            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+            epoch, batches_done = fit_position(self.trainer)
+            sampler.set_epoch(epoch)
+            # Resumed from a checkpoint written mid-epoch: continue with the next batch, not the epoch's first.
+            sampler.resume_within_epoch(epoch, batches_done * self.batch_size)
         self._train_sampler = sampler
         if self.resident:
             split = self.train_split
@@ -802,6 +946,8 @@ class CIFAR10DataModule(LightningDataModule):
             ``IndexedTestBatch(float32 normalised images, labels, positions)`` for a test batch, never augmented;
             ``(float32 normalised images, labels)`` for every other batch.
         """
+        if isinstance(batch, Tensor):
+            return batch  # not a batch of this datamodule: the model's example_input_array (model summary FLOPs)
         if isinstance(batch, IndexedTestBatch):
             return IndexedTestBatch(normalize(batch.images), batch.labels, batch.positions)
         images, labels = batch[0], batch[1]

@@ -18,11 +18,17 @@ from analysis.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from datamodules.subsets import rank_share
 from lit_modules.resnet import build_resnet18_layers, resnet18_forward
+from pruning_callbacks.lightning_compat import attached_trainer
 from pruning_callbacks.seeding import generator as seeded_generator
 from pruning_callbacks.seeding import global_seed
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULERS = ("multistep", "cosine", "constant")
+
+
+def _finite_number(value: object) -> bool:
+    """Whether ``value`` is a real, finite number (not a bool, a string, NaN or infinity)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 class ResNet18Classifier(LightningModule):
@@ -119,25 +125,32 @@ class ResNet18Classifier(LightningModule):
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         if lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {lr_scheduler!r}")
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not 0 <= momentum < 1:
+        # Written as "not (allowed)" so that NaN, which fails every comparison, is refused too.
+        if not _finite_number(lr) or not lr > 0:
+            raise ValueError(f"lr must be a positive number, got {lr}")
+        if not _finite_number(momentum) or not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if gamma <= 0:
-            raise ValueError(f"gamma must be positive, got {gamma}")
-        if list(milestones) != sorted(milestones) or any(m <= 0 for m in milestones):
+        if not _finite_number(weight_decay) or not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}")
+        if not _finite_number(gamma) or not gamma > 0:
+            raise ValueError(f"gamma must be a positive number, got {gamma}")
+        if (
+            any(isinstance(m, bool) or not isinstance(m, int) for m in milestones)
+            or list(milestones) != sorted(milestones)
+            or any(m <= 0 for m in milestones)
+        ):
             raise ValueError(f"milestones must be increasing positive epochs, got {list(milestones)}")
-        if cosine_epochs is not None and cosine_epochs < 1:
+        if cosine_epochs is not None and (
+            isinstance(cosine_epochs, bool) or not isinstance(cosine_epochs, int) or cosine_epochs < 1
+        ):
             raise ValueError(f"cosine_epochs must be a positive integer or null, got {cosine_epochs}")
         if isinstance(adv_samples, bool) or not isinstance(adv_samples, int) or adv_samples < 0:
             raise ValueError(f"adv_samples must be an integer >= 0 (0 disables the attacks), got {adv_samples!r}")
-        if not 0 <= adv_eps <= 1:
+        if not _finite_number(adv_eps) or not 0 <= adv_eps <= 1:
             raise ValueError(f"adv_eps must be in [0, 1] (pixel units, e.g. 0.0313725 for 8/255), got {adv_eps}")
         if isinstance(pgd_steps, bool) or not isinstance(pgd_steps, int) or pgd_steps < 1:
             raise ValueError(f"pgd_steps must be a positive integer, got {pgd_steps!r}")
-        if not 0 < pgd_step_size <= 1:
+        if not _finite_number(pgd_step_size) or not 0 < pgd_step_size <= 1:
             raise ValueError(
                 f"pgd_step_size must be in (0, 1] (pixel units, e.g. 0.0078431 for 2/255), got {pgd_step_size}"
             )
@@ -160,6 +173,8 @@ class ResNet18Classifier(LightningModule):
         self._with_ood = False
         self._pgd_generator: torch.Generator | None = None
         self._pixel_stats: tuple[Tensor, Tensor] | None = None
+        # Lets Lightning's model summary count FLOPs (and data-free scores take the input shape) without data.
+        self.example_input_array = torch.zeros(1, 3, 32, 32)  # one image: the summary counts FLOPs per image
 
     def configure_model(self) -> None:
         """Apply the speed options once, before training (memory format, then compilation)."""
@@ -174,7 +189,7 @@ class ResNet18Classifier(LightningModule):
     def _resolve_channels_last(self) -> bool:
         if self.hparams.channels_last is not None:
             return bool(self.hparams.channels_last)
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def forward(self, x: Tensor) -> Tensor:
@@ -251,7 +266,16 @@ class ResNet18Classifier(LightningModule):
         self._adversarial_accuracy(x, y, positions)
 
     def on_test_epoch_end(self) -> None:
-        """Log ``test/ood_auroc`` (torchmetrics gathers the scores of every rank) when an OOD set was tested."""
+        """Log ``test/ood_auroc`` when an OOD set was tested, and the attack accuracies (torchmetrics syncs ranks).
+
+        The metric objects are logged here, on every rank, rather than in ``test_step``: computing a logged metric
+        is a collective under DDP, and a rank that owns none of the attacked images would never log them from
+        ``test_step``, leaving the other ranks' gathers unmatched (a hang, or wrong values from mismatched calls).
+        A rank without attacked images contributes empty states.
+        """
+        if self.hparams.adv_samples > 0:
+            self.log("test/adv_fgsm_acc", self.test_adv_fgsm_acc, add_dataloader_idx=False)
+            self.log("test/adv_pgd_acc", self.test_adv_pgd_acc, add_dataloader_idx=False)
         if self._with_ood:
             # Logging the metric object: Lightning computes it once, synchronised across ranks, then resets it.
             self.log("test/ood_auroc", self.test_ood_auroc, add_dataloader_idx=False)
@@ -279,7 +303,7 @@ class ResNet18Classifier(LightningModule):
                     "Use datamodules.CIFAR10DataModule, or give the datamodule an evaluation_subset(size) method "
                     "and test batches (images, labels, positions)."
                 )
-            world_size = self.trainer.world_size if self._trainer is not None else 1
+            world_size = self.trainer.world_size if attached_trainer(self) is not None else 1
             remaining = math.ceil(hp.adv_samples / world_size) - self._adv_seen
             if remaining <= 0:
                 return
@@ -314,8 +338,7 @@ class ResNet18Classifier(LightningModule):
         )
         self.test_adv_fgsm_acc.update(self(standardize(fgsm_images)), y)
         self.test_adv_pgd_acc.update(self(standardize(pgd_images)), y)
-        self.log("test/adv_fgsm_acc", self.test_adv_fgsm_acc, add_dataloader_idx=False)
-        self.log("test/adv_pgd_acc", self.test_adv_pgd_acc, add_dataloader_idx=False)
+        # Logged in on_test_epoch_end, on every rank: see there.
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Return class probabilities."""

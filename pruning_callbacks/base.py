@@ -32,7 +32,7 @@ class MaskedTraining(Callback):
       ``bf16-mixed`` precision because the parameters themselves stay in full precision;
     * DDP agreement: masks computed by a method are broadcast from rank 0, so every rank holds the same masks;
     * logging: ``sparsity/global`` and ``sparsity/<layer>`` whenever the masks change, a per-layer sparsity chart
-      to TensorBoard, and ``sparsity/global`` every training epoch;
+      to TensorBoard, and ``sparsity/global`` (in the progress bar) at the start of every training epoch;
     * resume: the masks and counters are in :meth:`state_dict`; on ``--ckpt_path last`` they are restored instead
       of being computed again.
 
@@ -117,7 +117,9 @@ class MaskedTraining(Callback):
             self._attach(trainer)
 
     @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # At the start, after a method's own epoch-start changes (subclasses call this last), so that the progress
+        # bar shows the sparsity the epoch trains at, not the previous epoch's.
         if self.masks is not None:
             pl_module.log("sparsity/global", self.masks.sparsity(), prog_bar=True)
 
@@ -248,7 +250,9 @@ class MaskedTraining(Callback):
                 if self.log_chart and isinstance(logger, TensorBoardLogger):
                     from pruning_callbacks.plotting import layer_sparsity_figure
 
+                    # Weights only: a channel method's BatchNorm masks would double the chart's rows.
+                    weights = {name: value for name, value in layer_sparsity.items() if self.masks[name].dim() > 1}
                     figure = layer_sparsity_figure(
-                        layer_sparsity, title=f"Per-layer sparsity (global {self.masks.sparsity():.3f})"
+                        weights or layer_sparsity, title=f"Per-layer sparsity (global {self.masks.sparsity():.3f})"
                     )
                     logger.experiment.add_figure("sparsity/per_layer", figure, global_step=trainer.global_step)

@@ -18,6 +18,7 @@ search, ``resprune.py`` for the pruning, ``main_c.py`` for the retraining):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,8 @@ class EarlyBird(MaskedTraining):
             )
         if l1_penalty is None:
             l1_penalty = L1_PENALTY if granularity == "channel" else 0.0
-        if isinstance(l1_penalty, bool) or not isinstance(l1_penalty, (int, float)) or not l1_penalty >= 0:
-            raise ValueError(f"l1_penalty must be a number >= 0, got {l1_penalty!r}.")
+        if isinstance(l1_penalty, bool) or not isinstance(l1_penalty, (int, float)) or not 0 <= l1_penalty < math.inf:
+            raise ValueError(f"l1_penalty must be a finite number >= 0, got {l1_penalty!r}.")
         if isinstance(min_channels_per_layer, bool) or not isinstance(min_channels_per_layer, int):
             raise ValueError(f"min_channels_per_layer must be an integer >= 0, got {min_channels_per_layer!r}.")
         if min_channels_per_layer < 0:
@@ -257,6 +258,7 @@ class EarlyBird(MaskedTraining):
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.found and self.prune and self.masks is None:
             self._prune_ticket(trainer, pl_module)
+        super().on_train_epoch_start(trainer, pl_module)
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
@@ -306,9 +308,13 @@ class EarlyBird(MaskedTraining):
         self.last_epoch = epochs_trained
         if distances and epochs_trained > 0:
             pl_module.log("early_bird/distance", max(distances), sync_dist=trainer.world_size > 1)
+        # Rank 0 decides, and its mask is the ticket: every rank then prunes, saves and stops alike.
         drawn = bool(trainer.strategy.broadcast(self.tracker.converged, src=0))
         if not drawn:
             return
+        if trainer.world_size > 1:
+            device = next(iter(self._params.values())).device
+            masks = Masks.from_state_dict(trainer.strategy.broadcast(masks.state_dict(), src=0)).to(device)
         self.found_epoch = epochs_trained
         self.ticket = masks
         rank_zero_info(

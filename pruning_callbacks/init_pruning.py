@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from pruning_callbacks.distributions import check_target_sparsity
+from pruning_callbacks.lightning_compat import fit_dataloader_source
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.scores import (
     BN_MODES,
@@ -360,10 +361,8 @@ class MaskRecipe:
 def _training_loader(trainer: Trainer) -> Any:
     if trainer.datamodule is not None:
         return trainer.datamodule.train_dataloader()
-    # Dataloaders given to fit() directly, or the LightningModule's own train_dataloader(). Lightning keeps their
-    # source here; no public accessor exists before the fit loop has set up its data.
-    source = trainer.fit_loop._data_source
-    loader = source.dataloader() if source.is_defined() else None
+    # Dataloaders given to fit() directly, or the LightningModule's own train_dataloader().
+    loader = fit_dataloader_source(trainer)
     if loader is None:
         raise ValueError("a data-dependent score needs a training dataloader, but the trainer has none.")
     return loader

@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
 from pruning_callbacks.base import MaskedTraining
 from pruning_callbacks.io import atomic_torch_save, atomic_write_text
+from pruning_callbacks.lightning_compat import transfer_batch
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.schedules import Iterative
 from pruning_callbacks.scores import ScoreContext, compute_scores, get_score
@@ -190,8 +192,8 @@ class IterativePruning(MaskedTraining):
             raise ValueError(f"masks_from {masks_from!r} is not a folder; give the run directory of a finished run")
         if finetune_epochs is not None and finetune_epochs < 1:
             raise ValueError(f"finetune_epochs must be a positive integer or null, got {finetune_epochs}")
-        if finetune_lr is not None and not finetune_lr > 0:
-            raise ValueError(f"finetune_lr must be positive or null, got {finetune_lr}")
+        if finetune_lr is not None and not 0 < finetune_lr < math.inf:
+            raise ValueError(f"finetune_lr must be a positive finite number or null, got {finetune_lr}")
         self.criterion = criterion
         self.scope = scope
         self.distribution = distribution
@@ -252,6 +254,7 @@ class IterativePruning(MaskedTraining):
             self._save_rewind_checkpoint(trainer)
         while self.round < self.plan.round_of(epoch):
             self._begin_round(trainer, pl_module, self.round + 1)
+        super().on_train_epoch_start(trainer, pl_module)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -322,6 +325,11 @@ class IterativePruning(MaskedTraining):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
+                if self.log_chart and isinstance(logger, TensorBoardLogger) and len(self.rows) > 1:
+                    from pruning_callbacks.plotting import rounds_figure
+
+                    figure = rounds_figure(self.rows, title=f"{type(self).__name__}: accuracy after each round")
+                    logger.experiment.add_figure("round/accuracy_vs_weights", figure, global_step=trainer.global_step)
             if log_dir is not None:
                 atomic_write_text(os.path.join(log_dir, "rounds.csv"), rounds_csv(self.rows))
 
@@ -343,7 +351,7 @@ class IterativePruning(MaskedTraining):
         total = 0
         with trainer.precision_plugin.forward_context():
             for batch in loader:
-                images, labels = pl_module._apply_batch_transfer_handler(batch)[:2]
+                images, labels = transfer_batch(pl_module, batch)[:2]
                 correct += (pl_module(images).argmax(dim=-1) == labels).sum()
                 total += labels.numel()
         pl_module.train(was_training)
@@ -504,8 +512,8 @@ class HanMagnitude(IterativePruning):
         seed: int | None = None,
         log_chart: bool = True,
     ) -> None:
-        if not quality > 0:
-            raise ValueError(f"quality must be positive, got {quality}")
+        if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 < quality < math.inf:
+            raise ValueError(f"quality must be a positive finite number, got {quality}")
         if iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations}")
         if std_of not in STD_OF:

@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from analysis.metrics import effective_grad_norm
 from pruning_callbacks.base import MaskedTraining
+from pruning_callbacks.lightning_compat import should_log_this_step
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.parameters import prunable_parameters
 
@@ -48,7 +49,7 @@ class GradientNormMonitor(Callback):
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         # The decision Lightning itself takes for `self.log(on_step=True)` values at this step.
-        if trainer._logger_connector.should_update_logs:
+        if should_log_this_step(trainer):
             self._log_grad_norm(trainer, pl_module)
 
     def _log_grad_norm(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -386,7 +386,7 @@ def test_resumed_detection_continues_exactly(tmp_path):
     [
         ({"granularity": "filter"}, "granularity must be one of channel, unstructured, got 'filter'"),
         ({"score": "synflow"}, "granularity 'channel' ranks BatchNorm scales globally"),
-        ({"l1_penalty": -1.0}, "l1_penalty must be a number >= 0, got -1.0"),
+        ({"l1_penalty": -1.0}, "l1_penalty must be a finite number >= 0, got -1.0"),
         ({"min_channels_per_layer": -2}, "min_channels_per_layer must be an integer >= 0, got -2"),
         ({"prune": "yes"}, "prune must be true or false, got 'yes'"),
     ],

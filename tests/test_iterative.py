@@ -183,7 +183,7 @@ def test_han_from_a_dense_checkpoint_fine_tunes_at_its_lr(cifar_dir, tmp_path):
         ({"target_sparsity": 0.5, "reset": "restart"}, "reset must be one of rewind, finetune, reinit, got 'restart'"),
         ({"target_sparsity": 0.5, "criterion": "taylor"}, "unknown score 'taylor'"),
         ({"target_sparsity": 0.5, "scope": "per_layer"}, "scope must be one of global, layerwise"),
-        ({"target_sparsity": 0.5, "finetune_lr": 0.0, "reset": "finetune"}, "finetune_lr must be positive"),
+        ({"target_sparsity": 0.5, "finetune_lr": 0.0, "reset": "finetune"}, "finetune_lr must be a positive finite"),
         ({"target_sparsity": 0.5, "dense_checkpoint": "missing.ckpt"}, "there is no early point to rewind to"),
         ({"target_sparsity": 0.5, "dense_checkpoint": "missing.ckpt", "reset": "finetune"}, "is not a file"),
     ],
