@@ -372,8 +372,11 @@ def run_command_line(argv: list[str]) -> int:
         if argv and argv[0] in TOOLS:
             return _tools()[argv[0]](argv[1:])
         # LightningCLI reads sys.argv itself (passing args as well makes it warn), so hand it the cleaned arguments.
-        sys.argv = [sys.argv[0], *argv]
-        main()
+        saved, sys.argv = sys.argv, [sys.argv[0], *argv]
+        try:
+            main()
+        finally:
+            sys.argv = saved
     except cli_errors.USER_ERRORS as error:
         # Past configuration, a TypeError is a bug in code, not bad input: it keeps its traceback.
         if debug or (isinstance(error, TypeError) and PruningCLI.configured):

@@ -337,6 +337,10 @@ def write_report(
     if files.tensorboard is not None:
         from torch.utils.tensorboard import SummaryWriter
 
+        # A report replaces the previous one: its old events file would show beside the new as a second run.
+        if files.tensorboard.is_dir():
+            for old in files.tensorboard.glob("events.out.tfevents.*"):
+                old.unlink()
         writer = SummaryWriter(log_dir=str(files.tensorboard))
         writer.add_figure("report/sparsity_accuracy", accuracy_figure, close=False)
         writer.add_figure("report/layer_density", density_figure, close=False)

@@ -210,7 +210,13 @@ class RunSummary(Callback):
                 previous = read_summary(path)
             except ValueError:
                 previous = {}
-        if stage == "fit":
+        fit_now, fit_before = summary.get("fit") or {}, previous.get("fit") or {}
+        unchanged = stage == "fit" and fit_before.get("global_step") == fit_now.get("global_step")
+        if unchanged and not fit_now.get("metrics") and fit_before.get("metrics"):
+            # A resume with nothing left to train ran no epoch, so Lightning has no metrics in memory; the weights
+            # are those the earlier fit measured, so its metrics (and its test) still describe them.
+            summary["fit"] = {**fit_now, "metrics": fit_before["metrics"]}
+        elif stage == "fit":
             previous.pop("test", None)  # the weights changed: an older test no longer describes them
         for key, value in summary.items():
             # One level deep, so that ``test`` keeps what only ``fit`` measures (training FLOPs).

@@ -68,6 +68,19 @@ class SigkillAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SigtermAtStep(Callback):
+    """Send this process SIGTERM once after optimizer step ``step``, like a pre-emption or a closing notebook."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.sent = False
+
+    def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
+        if trainer.global_step >= self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def tiny_overrides(data_dir: Path, root_dir: Path, epochs: int = 1) -> list[str]:
     """Command-line overrides that shrink any config to a CPU run of a few seconds on synthetic data."""
     return [

@@ -121,7 +121,12 @@ def early_bird_outcome(summary: dict) -> dict:
     return callback["outcome"]
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# Han and SET run the same code paths under DDP as LotteryTicket (IterativePruning) and RigL (DynamicSparseTraining);
+# they run with ``-m slow`` (or ``-m "slow or not slow"`` for everything) to keep the default suite within budget.
+SLOW = {"han", "set"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CASES])
 def test_cli_fit_and_test_under_two_rank_ddp(name, cifar_dir, tmp_path):
     case = CASES[name]
     root = tmp_path / "ddp"
