@@ -82,7 +82,12 @@ class PruningCLI(LightningCLI):
         parser.add_lightning_class_args(GradientNormMonitor, "grad_norm")
 
     def before_instantiate_classes(self) -> None:
-        """Put the TensorBoard logs and checkpoints of a run directly under ``trainer.default_root_dir``."""
+        """Settle the run before anything is built or written.
+
+        TensorBoard logs and checkpoints go directly under ``trainer.default_root_dir``; bf16 on GPUs that compute it
+        natively; ``--checkpoint.train_time_interval`` becomes AutoSave's timer; and :meth:`_choose_checkpoint`
+        decides between a fresh run, a resume and a refusal.
+        """
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         if trainer.default_root_dir is None:
@@ -160,7 +165,9 @@ class PruningCLI(LightningCLI):
                 f"done, step {point.global_step}); --fresh starts over."
             )
         else:
-            rank_zero_info(f"{self.subcommand.capitalize()}ing the weights of {point.path} (step {point.global_step}).")
+            verbs = {"test": "Testing", "validate": "Validating", "predict": "Predicting with"}
+            verb = verbs.get(self.subcommand, "Using")
+            rank_zero_info(f"{verb} the weights of {point.path} (step {point.global_step}).")
 
     def after_instantiate_classes(self) -> None:
         """Tell the run summary which config files, label and method settings this run came from."""
