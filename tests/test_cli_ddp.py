@@ -121,9 +121,9 @@ def early_bird_outcome(summary: dict) -> dict:
     return callback["outcome"]
 
 
-# Han and SET run the same code paths under DDP as LotteryTicket (IterativePruning) and RigL (DynamicSparseTraining);
-# they run with ``-m slow`` (or ``-m "slow or not slow"`` for everything) to keep the default suite within budget.
-SLOW = {"han", "set"}
+# Han runs the same DDP code paths as LotteryTicket (IterativePruning), SET and RigL as each other and as the 2-rank
+# callback test in tests/test_dynamic.py; they run with ``-m slow`` (``-m "slow or not slow"`` for everything).
+SLOW = {"han", "set", "rigl"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CASES])
