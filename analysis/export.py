@@ -1,4 +1,4 @@
-"""Export a pruned model as a compact sparse file, back to a dense state dict, and to ONNX.
+"""Export a pruned model as a compact sparse file or a channel-slimmed network, to a dense state dict, to ONNX.
 
 The sparse file is a ``torch.save`` of plain dicts, lists, strings, numbers and tensors, so it loads with
 ``torch.load(path, weights_only=True)``::
@@ -32,7 +32,12 @@ the plain ``{name: tensor}`` state dict (:func:`dense_size_bytes`), which is exa
 Command line::
 
     python -m analysis.export CKPT [--out model.sparse.pt] [--onnx model.onnx] [--to-dense dense.pt]
+    python -m analysis.export CKPT --slim model.slim.pt [--onnx model.onnx]
     python -m analysis.export model.sparse.pt --to-dense dense.pt
+
+``--slim`` removes pruned channels physically (:mod:`analysis.slim`): the file holds the smaller network's state
+dict, which :class:`lit_modules.resnet.SlimResNet18` builds from its shapes, and ``--onnx`` then exports that
+smaller network.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_modules.resnet import ResNet18
+from analysis import slim
+from lit_modules.resnet import ResNet18Channels, resnet18_from_state_dict
 from pruning_callbacks.io import atomic_torch_save, atomic_write_bytes
 from pruning_callbacks.masks import Masks
 
@@ -438,16 +444,17 @@ def export_onnx(
     num_classes: int | None = None,
     opset_version: int | None = None,
 ) -> Path:
-    """Export the dense-with-zeros CIFAR ResNet18 to ONNX (one file, dynamic batch axis).
+    """Export a CIFAR ResNet18 (dense with zeros, or channel-slimmed) to ONNX (one file, dynamic batch axis).
 
-    A fresh :class:`lit_modules.resnet.ResNet18` (CPU, float32, eval mode) is built and loaded strictly with the
-    weights, so the model passed in is not touched. The graph comes from the ``torch.export``-based exporter
-    (``dynamo=True``, the default since PyTorch 2.9; the TorchScript one is deprecated), traced on a
-    ``(1, 3, 32, 32)`` input with input ``images`` and output ``logits`` whose first axis is ``batch``. The file is
-    written next to ``path`` under a temporary name, then renamed into place.
+    A fresh :class:`lit_modules.resnet.ResNet18`, or :class:`lit_modules.resnet.SlimResNet18` when the weights'
+    shapes are a slimmed network's (CPU, float32, eval mode), is built and loaded strictly with the weights, so the
+    model passed in is not touched. The graph comes from the ``torch.export``-based exporter (``dynamo=True``, the
+    default since PyTorch 2.9; the TorchScript one is deprecated), traced on a ``(1, 3, 32, 32)`` input
+    with input ``images`` and output ``logits`` whose first axis is ``batch``. The file is written
+    next to ``path`` under a temporary name, then renamed into place.
 
     Args:
-        model_or_state_dict: A ResNet18 (``lit_modules.resnet.ResNet18``, ``ResNet18Classifier``) or its state dict.
+        model_or_state_dict: A ResNet18 (``ResNet18``, ``SlimResNet18``, ``ResNet18Classifier``) or its state dict.
         path: Destination ``.onnx`` file; its folder is created if needed.
         width: First-stage channels; ``None`` reads it from ``conv1.weight``.
         num_classes: Classifier outputs; ``None`` reads them from ``linear.weight``.
@@ -471,15 +478,9 @@ def export_onnx(
         raise ValueError(f"width={width} does not match the weights, whose conv1 has {found_width} channels")
     if num_classes is not None and num_classes != found_classes:
         raise ValueError(f"num_classes={num_classes} does not match the weights, whose linear has {found_classes}")
-    network = ResNet18(width=found_width, num_classes=found_classes)
-    try:
-        network.load_state_dict(
-            {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state_dict.items()},
-            strict=True,
-        )
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1].strip()
-        raise ValueError(f"the weights do not fit a CIFAR ResNet18 of width {found_width}: {first_line}") from None
+    network = resnet18_from_state_dict(
+        {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state_dict.items()}
+    )
     network.eval()
 
     path = Path(path)
@@ -518,7 +519,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", help="sparse file to write from a checkpoint (default: INPUT with the suffix .sparse.pt)"
     )
-    parser.add_argument("--onnx", help="also write an ONNX model (needs: pip install onnx onnxscript)")
+    parser.add_argument(
+        "--slim",
+        help="write the network with its pruned channels removed (a smaller, faster ResNet18) to this file; the "
+        "checkpoint needs channel masks (configs/l1_filter.yaml, configs/early_bird.yaml); no sparse file is "
+        "written unless --out is given",
+    )
+    parser.add_argument(
+        "--onnx",
+        help="also write an ONNX model, of the slimmed network with --slim (needs: pip install onnx onnxscript)",
+    )
     parser.add_argument("--to-dense", dest="to_dense", help="also write the plain dense state dict (torch.save)")
     return parser
 
@@ -526,30 +536,76 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     source = Path(args.input)
     loaded = _load(source, "input file")
-    if is_sparse_payload(loaded):
+    if slim.is_slim_payload(loaded):
+        if args.out or args.slim:
+            raise ValueError("INPUT is already a slimmed network; only --onnx and --to-dense apply to it")
+        state_dict = dict(loaded["state_dict"])
+        print(
+            f"slimmed network {source} ({ResNet18Channels.from_state_dict(state_dict).parameter_count():,} parameters)"
+        )
+    elif is_sparse_payload(loaded):
         if args.out:
             raise ValueError("--out applies to a checkpoint input; INPUT is already a sparse export")
         state_dict = dense_state_dict(loaded)
-        dense_bytes, sparse_bytes = dense_size_bytes(state_dict), source.stat().st_size
-        print(f"sparse export {source} (sparsity {float(loaded['metadata'].get('sparsity', 0.0)):.4f})")
+        _print_sizes(
+            f"sparse export {source} (sparsity {float(loaded['metadata'].get('sparsity', 0.0)):.4f})",
+            dense_size_bytes(state_dict),
+            source.stat().st_size,
+        )
     elif _is_checkpoint(loaded):
         state_dict, masks = _checkpoint_parts(loaded, source)
         del loaded
-        out = Path(args.out) if args.out else source.with_suffix(".sparse.pt")
-        result = export_sparse(state_dict, out, masks, source=str(source))
-        dense_bytes, sparse_bytes = result.dense_bytes, result.sparse_bytes
-        origin = "the pruning callback's masks" if masks is not None else "the zeros of the Conv/Linear weights"
-        print(f"wrote {out} (sparsity {result.sparsity:.4f}, from {origin})")
+        if args.out or not args.slim:
+            out = Path(args.out) if args.out else source.with_suffix(".sparse.pt")
+            result = export_sparse(state_dict, out, masks, source=str(source))
+            origin = "the pruning callback's masks" if masks is not None else "the zeros of the Conv/Linear weights"
+            _print_sizes(
+                f"wrote {out} (sparsity {result.sparsity:.4f}, from {origin})", result.dense_bytes, result.sparse_bytes
+            )
     else:
-        raise ValueError(f"{source} is neither a Lightning checkpoint nor a sparse export")
-    print(f"dense:  {size_mb(dense_bytes):.3f} MB ({dense_bytes} bytes)")
-    print(f"sparse: {size_mb(sparse_bytes):.3f} MB ({sparse_bytes} bytes)")
-    print(f"ratio:  {sparse_bytes / dense_bytes:.4f} ({dense_bytes / sparse_bytes:.2f}x smaller)")
+        raise ValueError(f"{source} is neither a Lightning checkpoint, a sparse export nor a slimmed network")
+    if args.slim:
+        state_dict = _write_slim(state_dict, Path(args.slim), source)
     if args.to_dense:
         atomic_torch_save(state_dict, args.to_dense)
         print(f"wrote {args.to_dense} (dense state dict)")
     if args.onnx:
         print(f"wrote {export_onnx(state_dict, args.onnx)} (ONNX)")
+
+
+def _print_sizes(headline: str, dense_bytes: int, sparse_bytes: int) -> None:
+    print(headline)
+    print(f"dense:  {size_mb(dense_bytes):.3f} MB ({dense_bytes} bytes)")
+    print(f"sparse: {size_mb(sparse_bytes):.3f} MB ({sparse_bytes} bytes)")
+    print(f"ratio:  {sparse_bytes / dense_bytes:.4f} ({dense_bytes / sparse_bytes:.2f}x smaller)")
+
+
+def _write_slim(state_dict: Mapping[str, Tensor], out: Path, source: Path) -> dict[str, Tensor]:
+    """Slim ``state_dict``, check the logits against the masked network's, write it, and return the slim weights."""
+    result = slim.slim_state_dict(_plain_state_dict(state_dict))
+    if result.after == result.before:
+        raise ValueError(
+            f"{source} has no channel to remove (no BatchNorm channel with weight and bias both 0); --slim needs "
+            "channel masks, e.g. from configs/l1_filter.yaml or configs/early_bird.yaml"
+        )
+    difference, scale = slim.logit_difference(state_dict, result.state_dict)
+    if difference > 1e-4 * max(1.0, scale):
+        raise ValueError(
+            f"the slimmed network's logits differ from the masked network's by {difference:.3g} (largest logit "
+            f"{scale:.3g}); the checkpoint's pruned channels are not exactly zero"
+        )
+    slim.write_slim(result, out, {"source": str(source), "max_logit_difference": difference})
+    before, after = result.before, result.after
+    print(
+        f"wrote {out} (slimmed ResNet18: {result.parameters_after:,} of {result.parameters_before:,} parameters, "
+        f"{result.parameters_after / result.parameters_before:.3f})"
+    )
+    print(f"residual streams: {list(before.streams)} -> {list(after.streams)}")
+    print(f"inside blocks:    {[list(s) for s in before.inner]} -> {[list(s) for s in after.inner]}")
+    print(
+        f"logits on {slim.CHECK_IMAGES} random images match the masked network's (largest difference {difference:.2g})"
+    )
+    return result.state_dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ The callbacks wire Lightning hooks to it: :class:`MaskedTraining` (the base) and
 from pruning_callbacks.base import MaskedTraining
 from pruning_callbacks.dynamic import SET, RigL, StaticSparse
 from pruning_callbacks.early_bird import EarlyBird
+from pruning_callbacks.filters import FilterPruning
 from pruning_callbacks.init_pruning import MaskRecipe
 from pruning_callbacks.iterative import HanMagnitude, IterativePruning, LotteryTicket
 from pruning_callbacks.masks import Masks
@@ -17,6 +18,7 @@ from pruning_callbacks.prune_at_init import PruneAtInit
 __all__ = [
     "SET",
     "EarlyBird",
+    "FilterPruning",
     "HanMagnitude",
     "IterativePruning",
     "LotteryTicket",

@@ -14,12 +14,15 @@ scale ``|γ|``, trained under an L1 penalty, and prune the channels with the sma
   block, the readers' input channel. With ``γ = β = 0`` the BatchNorm outputs exactly 0 for that channel, so the
   network is the slimmed one. A pruned residual-stream channel is zeroed in that branch but still carried by the
   shortcut, as in the Early-Bird code (``resprune.py`` keeps residual-stream channels and only zeroes them).
+* :func:`filter_l1_norms` and :func:`layer_channel_masks` are the filter score and per-layer rule of Li et al. 2017
+  (https://arxiv.org/abs/1608.08710).
 * :func:`add_l1_subgradient_` adds the penalty's subgradient ``λ · sign(γ)`` to the scales' gradients.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +31,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from pruning_callbacks.masks import Masks
-from pruning_callbacks.selection import select_global_with_floor
+from pruning_callbacks.selection import select_global_with_floor, select_layerwise
 
 # Modules and functions a channel passes through unchanged, channel for channel.
 _ELEMENTWISE_MODULES = (
@@ -245,3 +248,46 @@ def add_l1_subgradient_(weights: Sequence[Tensor], strength: float) -> None:
     if with_grad:
         grads = [weight.grad for weight in with_grad]
         torch._foreach_add_(grads, torch._foreach_sign(with_grad), alpha=strength)
+
+
+def filter_l1_norms(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, Tensor]:
+    """The L1 norm ``Σ|W|`` of each filter of every group's producing convolution, keyed by :attr:`ChannelGroup.key`.
+
+    The filter score of Li et al. 2017, "Pruning Filters for Efficient ConvNets" (https://arxiv.org/abs/1608.08710,
+    section 3.1; ``np.sum(abs(weight), axis=(1, 2, 3))`` in the reference code's ``res56prune.py``).
+
+    Raises:
+        ValueError: If a group has no producing convolution.
+    """
+    norms = {}
+    for group in groups:
+        if group.producer is None:
+            raise ValueError(
+                f"BatchNorm {group.bn} is not fed by a convolution of its own, so its filters have no norm"
+            )
+        weight = model.get_submodule(group.producer).weight.detach()
+        norms[group.key] = weight.abs().sum(dim=tuple(range(1, weight.dim())))
+    return norms
+
+
+def layer_channel_masks(scores: Mapping[str, Tensor], current: Masks, sparsity: float) -> Masks:
+    """In every layer, keep the ``int(channels × (1 - sparsity))`` channels with the largest scores (at least one).
+
+    The per-layer rule of Li et al. 2017: each ranked layer loses the same share of its filters, the count rounded
+    down as the reference code does (``num_keep = int(out_channels * (1 - prune_prob))``). Channels ``current``
+    already prunes are never kept again (masks only shrink); ties are broken by position.
+
+    Args:
+        scores: Key (``<bn>.weight``) to one score per channel.
+        current: The current channel masks, same keys.
+        sparsity: Share of each layer's channels to prune, in ``[0, 1)``.
+
+    Raises:
+        ValueError: If ``sparsity`` is out of range, or fewer channels remain than the rule keeps.
+    """
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise ValueError(f"channel sparsity must be in [0, 1), got {sparsity!r}")
+    # round(..., 9): 64 * (1 - 0.7) is 19.199999999999996 in floating point, and the rule means 19, not 18.
+    keep = {name: max(1, math.floor(round(mask.numel() * (1 - sparsity), 9))) for name, mask in current.items()}
+    keep = {name: min(count, int(current[name].sum())) for name, count in keep.items()}
+    return select_layerwise(scores, current, keep)

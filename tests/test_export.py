@@ -251,7 +251,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert error.startswith("error: input file not found") and error.count("\n") == 1
     torch.save({"weight": torch.ones(2)}, tmp_path / "plain.pt")
     assert main([str(tmp_path / "plain.pt")]) == 1
-    assert "neither a Lightning checkpoint nor a sparse export" in capsys.readouterr().err
+    assert "neither a Lightning checkpoint, a sparse export nor a slimmed network" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- ONNX
