@@ -240,3 +240,28 @@ def test_onnx_export_of_a_slimmed_state_dict(tmp_path):
     (logits,) = session.run(None, {"images": x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(logits), model(x), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The latency benchmark's CI mode (structure and the models it compares; the timings are not tested).
+
+
+def test_latency_benchmark_ci_mode_compares_every_model_in_every_cell():
+    from benchmarks.latency import CI_SETTINGS, PRECISIONS
+    from benchmarks.latency import main as latency_main
+
+    result = latency_main(["--ci", "--no-save"])
+    models = ["dense", "unstructured_90", "inner_30", "inner_50", "inner_70", "stage_30", "stage_50", "stage_70"]
+    assert result["models"] == models
+    assert len(result["cells"]) == len(models) * len(CI_SETTINGS["batch_sizes"]) * len(PRECISIONS)
+    by_model = {cell["model"]: cell for cell in result["cells"]}
+    dense = by_model["dense"]["parameters"]
+    assert dense == ResNet18Channels.full(CI_SETTINGS["width"]).parameter_count()
+    # Unstructured keeps the dense shapes with 90% of the Conv/Linear weights zero; slimming removes parameters.
+    assert by_model["unstructured_90"]["parameters"] == dense
+    assert by_model["unstructured_90"]["nonzero_parameters"] < 0.2 * dense
+    inner = [by_model[f"inner_{share}"]["parameters"] for share in (30, 50, 70)]
+    stage = [by_model[f"stage_{share}"]["parameters"] for share in (30, 50, 70)]
+    assert dense > inner[0] > inner[1] > inner[2] and all(s < i for s, i in zip(stage, inner, strict=True))
+    assert all(cell["median_s"] > 0 and cell["speedup_over_dense"] > 0 for cell in result["cells"])
+    assert all(cell["speedup_over_dense"] == 1.0 for cell in result["cells"] if cell["model"] == "dense")
