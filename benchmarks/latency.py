@@ -7,9 +7,8 @@ What is compared, all at the same width, from one seeded initialization:
   unstructured method here produces); the kernels are dense, so it should run as fast as ``dense``, and no faster;
 * ``inner_30/50/70``: :class:`~pruning_callbacks.filters.FilterPruning`'s default (Li et al. 2017): that share of
   the filters of the first convolution of every block, by L1 norm, removed by :mod:`analysis.slim`;
-* ``stage_30/50/70``: the same plus that share of every stage's residual-stream channels, chosen per stage by the
-  L1 norms summed over the stage's writers and removed from all of them (the "prune a stage's channels together"
-  policy; :mod:`analysis.slim` removes such channels, but no callback selects them yet).
+* ``stage_30/50/70``: ``FilterPruning(layers: stage)``: the same plus that share of every stage's residual-stream
+  channels, chosen per stage by the L1 norms summed over the stage's writers and removed from all of them.
 
 Every model runs in eval mode under ``torch.inference_mode``, at batch 1 and batch 128, in fp32 (NCHW) and in bf16
 (CPU autocast with channels_last, the fast path where oneDNN has bf16). The measurement interleaves: each round
@@ -37,9 +36,18 @@ if __package__ in (None, ""):
 import torch
 from torch import Tensor, nn
 
+from analysis.flops import layer_flops
 from analysis.slim import slim_state_dict
 from benchmarks.common import environment, save_results
-from lit_modules.resnet import BLOCKS_PER_STAGE, STAGES, ResNet18, SlimResNet18, resnet18_from_state_dict
+from lit_modules.resnet import ResNet18, SlimResNet18, resnet18_from_state_dict
+from pruning_callbacks.channels import (
+    channel_groups,
+    expand_channel_masks,
+    filter_l1_norms,
+    layer_channel_masks,
+    residual_streams,
+    stream_channel_masks,
+)
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.parameters import prunable_parameters
 from pruning_callbacks.selection import prune_to_sparsity
@@ -49,45 +57,33 @@ PRECISIONS = ("fp32", "bf16")
 CI_SETTINGS = {"width": 4, "batch_sizes": [1, 4], "rounds": 1, "repeats": 1}
 
 
-def _kill(model: nn.Module, bn: str, channels: Tensor) -> None:
-    """Zero what channel-pruning masks zero: the producing filter and the BatchNorm's γ and β."""
-    module = model.get_submodule(bn)
-    module.weight[channels] = 0
-    module.bias[channels] = 0
-
-
-def _lowest(scores: Tensor, share: float) -> Tensor:
-    """Indices of the ``int(len × share)`` lowest scores (Li et al.'s per-layer count), ties by position."""
-    count = int(round(scores.numel() * share, 9))
-    return torch.sort(scores, stable=True).indices[:count]
-
-
-def _filter_norms(model: nn.Module, conv: str) -> Tensor:
-    return model.get_submodule(conv).weight.abs().sum(dim=(1, 2, 3))
-
-
 @torch.no_grad()
 def channel_pruned(base: ResNet18, share: float, streams: bool) -> nn.Module:
-    """``base`` with ``share`` of the block-inner channels (and of the stream channels) zeroed, then slimmed."""
+    """``base`` pruned as ``FilterPruning(layers: inner | stage)`` prunes it at ``share``, then slimmed.
+
+    The same engine calls as the callback's pruning round: L1 filter norms, the per-layer rule for the block-inner
+    channels and, with ``streams``, the per-stream rule for the residual streams; the channel masks expanded to the
+    parameters and applied; :func:`analysis.slim.slim_state_dict` on the result.
+    """
     model = ResNet18(width=base.conv1.out_channels)
     model.load_state_dict(base.state_dict())
-    for stage in range(1, STAGES + 1):
-        for block in range(BLOCKS_PER_STAGE):
-            prefix = f"layer{stage}.{block}"
-            pruned = _lowest(_filter_norms(model, f"{prefix}.conv1"), share)
-            model.get_submodule(f"{prefix}.conv1").weight[pruned] = 0
-            _kill(model, f"{prefix}.bn1", pruned)
-        if streams:
-            writers = (
-                [("conv1", "bn1")] if stage == 1 else [(f"layer{stage}.0.shortcut.0", f"layer{stage}.0.shortcut.1")]
-            )
-            writers += [
-                (f"layer{stage}.{block}.conv2", f"layer{stage}.{block}.bn2") for block in range(BLOCKS_PER_STAGE)
-            ]
-            pruned = _lowest(sum(_filter_norms(model, conv) for conv, _ in writers), share)
-            for conv, bn in writers:
-                model.get_submodule(conv).weight[pruned] = 0
-                _kill(model, bn, pruned)
+    groups = [group for group in channel_groups(model) if group.producer is not None]
+    inner = [group for group in groups if group.inner]
+    scores = filter_l1_norms(model, groups)
+    current = Masks.dense(scores)
+    channels = dict(current.items())
+    channels.update(
+        layer_channel_masks(
+            {g.key: scores[g.key] for g in inner}, Masks.dense({g.key: scores[g.key] for g in inner}), share
+        ).items()
+    )
+    if streams:
+        found = residual_streams(model, [group for group in groups if not group.inner])
+        by_stream = stream_channel_masks(scores, current, found, share)
+        channels.update({group.key: by_stream[group.key] for stream in found for group in stream})
+    params = dict(model.named_parameters())
+    for name, keep in expand_channel_masks(model, groups, channels).items():
+        params[name].mul_(keep)
     return SlimResNet18.from_state_dict(slim_state_dict(model.state_dict()).state_dict)
 
 
@@ -149,6 +145,7 @@ def run(width: int, batch_sizes: Sequence[int], rounds: int, repeats: int) -> di
     inputs = {
         batch: torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch)) for batch in batch_sizes
     }
+    flops = {name: layer_flops(model).total for name, model in models.items()}  # dense kernels: zeros count too
     samples: dict[tuple[str, int, str], list[float]] = {}
     for (_, precision), (model, memory_format) in variants.items():  # warm-up: oneDNN picks its kernels
         for x in inputs.values():
@@ -173,6 +170,8 @@ def run(width: int, batch_sizes: Sequence[int], rounds: int, repeats: int) -> di
                 "speedup_over_dense": dense / median,
                 "parameters": sum(p.numel() for p in models[name].parameters()),
                 "nonzero_parameters": sum(int(p.count_nonzero()) for p in models[name].parameters()),
+                "forward_flops": flops[name],
+                "flops_reduction": flops["dense"] / flops[name],
             }
         )
     return {"cells": cells, "models": list(models)}
@@ -188,7 +187,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
     settings = result["settings"]
     columns = [(batch, precision) for batch in settings["batch_sizes"] for precision in PRECISIONS]
     by_cell = {(c["model"], c["batch_size"], c["precision"]): c for c in result["cells"]}
-    header = "| model | parameters | " + " | ".join(f"batch {b} {p}" for b, p in columns) + " |"
+    header = (
+        "| model | nonzero parameters | FLOPs per image | " + " | ".join(f"batch {b} {p}" for b, p in columns) + " |"
+    )
     lines = [
         f"# Inference latency, width {settings['width']}, {result['environment']['device_name']}, "
         f"{result['environment']['cpu_threads']} threads",
@@ -197,11 +198,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"in the same column; {settings['rounds']} interleaved rounds of {settings['repeats']} passes.",
         "",
         header,
-        "|" + "---|" * (2 + len(columns)),
+        "|" + "---|" * (3 + len(columns)),
     ]
     for name in result["models"]:
         first = by_cell[(name, columns[0][0], columns[0][1])]
-        row = [name, f"{first['nonzero_parameters']:,}"]
+        row = [
+            name,
+            f"{first['nonzero_parameters']:,}",
+            f"{first['forward_flops'] / 1e6:.0f}M ({first['flops_reduction']:.2f}x fewer)",
+        ]
         for batch, precision in columns:
             cell = by_cell[(name, batch, precision)]
             row.append(f"{cell['median_s'] * 1000:.1f} ({cell['speedup_over_dense']:.2f}x)")

@@ -17,6 +17,7 @@ from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, Multicl
 from analysis.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from datamodules.subsets import rank_share
+from lit_modules.precision import channels_last_by_default
 from lit_modules.resnet import build_resnet18_layers, resnet18_forward
 from pruning_callbacks.lightning_compat import attached_trainer
 from pruning_callbacks.seeding import generator as seeded_generator
@@ -55,8 +56,9 @@ class ResNet18Classifier(LightningModule):
         milestones: Epochs at which ``multistep`` multiplies the learning rate by ``gamma``.
         gamma: Factor for ``multistep``.
         cosine_epochs: Period of the cosine schedule; ``None`` means the Trainer's ``max_epochs``.
-        channels_last: Run convolutions in channels-last memory format (faster with mixed precision on GPUs);
-            ``None`` (the default) turns it on when the trainer runs on a CUDA device and off elsewhere.
+        channels_last: Run convolutions in channels-last memory format (faster with mixed precision on GPUs, and
+            with bf16 on a CPU); ``None`` (the default) turns it on when the trainer runs on a CUDA device, or on a
+            CPU in a bf16 precision, and off elsewhere (:func:`lit_modules.precision.channels_last_by_default`).
         compile: Compile the module with ``torch.compile``. Masks are applied in place to the parameters, so
             changing masks never forces a recompile.
         compile_backend: The ``torch.compile`` backend (``inductor``; ``eager`` or ``aot_eager`` to debug).
@@ -190,7 +192,9 @@ class ResNet18Classifier(LightningModule):
         if self.hparams.channels_last is not None:
             return bool(self.hparams.channels_last)
         trainer = attached_trainer(self)
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        if trainer is None:
+            return False
+        return channels_last_by_default(trainer.strategy.root_device.type, trainer.precision)
 
     def forward(self, x: Tensor) -> Tensor:
         """Return logits for normalized images of shape ``(N, 3, 32, 32)``."""

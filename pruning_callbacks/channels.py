@@ -15,7 +15,8 @@ scale ``|γ|``, trained under an L1 penalty, and prune the channels with the sma
   network is the slimmed one. A pruned residual-stream channel is zeroed in that branch but still carried by the
   shortcut, as in the Early-Bird code (``resprune.py`` keeps residual-stream channels and only zeroes them).
 * :func:`filter_l1_norms` and :func:`layer_channel_masks` are the filter score and per-layer rule of Li et al. 2017
-  (https://arxiv.org/abs/1608.08710).
+  (https://arxiv.org/abs/1608.08710); :func:`residual_streams` and :func:`stream_channel_masks` prune the channels of
+  a residual stream together, so that they can be removed from the network.
 * :func:`add_l1_subgradient_` adds the penalty's subgradient ``λ · sign(γ)`` to the scales' gradients.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -291,3 +293,112 @@ def layer_channel_masks(scores: Mapping[str, Tensor], current: Masks, sparsity: 
     keep = {name: max(1, math.floor(round(mask.numel() * (1 - sparsity), 9))) for name, mask in current.items()}
     keep = {name: min(count, int(current[name].sum())) for name, count in keep.items()}
     return select_layerwise(scores, current, keep)
+
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+
+
+def _stream_sources(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> set[str] | None:
+    """BatchNorm2d modules whose outputs reach ``node`` through elementwise ops and additions only, else ``None``."""
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        if isinstance(module, nn.BatchNorm2d):
+            return {str(node.target)}
+        if isinstance(module, _ELEMENTWISE_MODULES) and node.args and isinstance(node.args[0], torch.fx.Node):
+            return _stream_sources(node.args[0], modules)
+        return None
+    is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+    if is_add:
+        operands = [arg for arg in node.args[:2] if isinstance(arg, torch.fx.Node)]
+        if len(operands) != 2:
+            return None
+        sources: set[str] = set()
+        for operand in operands:
+            found = _stream_sources(operand, modules)
+            if found is None:
+                return None
+            sources |= found
+        return sources
+    if node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS and isinstance(node.args[0], torch.fx.Node):
+        return _stream_sources(node.args[0], modules)
+    return None
+
+
+def residual_streams(model: nn.Module, groups: Sequence[ChannelGroup]) -> list[tuple[ChannelGroup, ...]]:
+    """The groups whose BatchNorms write the same residual stream, found by tracing the additions of ``model``.
+
+    Two BatchNorms write one stream when their outputs meet in an addition, directly or through earlier additions
+    and elementwise ops: in a ResNet stage, the stem's or the first shortcut's BatchNorm and every block's last one.
+    Their channels can only be removed together. Streams with a writer outside ``groups``, or whose writers differ in
+    width, are left out.
+
+    Args:
+        model: The model the groups were found in (``torch.fx``-traceable).
+        groups: From :func:`channel_groups`.
+
+    Returns:
+        One tuple of groups per stream, in the order of the streams' first additions.
+    """
+    graph = torch.fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    by_bn = {group.bn: group for group in groups}
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    order: list[str] = []
+    for node in graph.nodes:
+        is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+            node.op == "call_method" and node.target in ("add", "add_")
+        )
+        sources = _stream_sources(node, modules) if is_add else None
+        if not sources or len(sources) < 2:
+            continue
+        names = sorted(sources, key=lambda name: list(modules).index(name))
+        for name in names:
+            parent.setdefault(name, name)
+            if name not in order:
+                order.append(name)
+        for name in names[1:]:
+            parent[root(name)] = root(names[0])
+    streams: dict[str, list[str]] = {}
+    for name in order:
+        streams.setdefault(root(name), []).append(name)
+    result = []
+    for members in streams.values():
+        if all(name in by_bn for name in members):
+            widths = {modules[name].num_features for name in members}
+            if len(widths) == 1:
+                result.append(tuple(by_bn[name] for name in members))
+    return result
+
+
+def stream_channel_masks(
+    scores: Mapping[str, Tensor], current: Masks, streams: Sequence[Sequence[ChannelGroup]], sparsity: float
+) -> Masks:
+    """Prune the same channels from every writer of a residual stream, by the writers' summed scores.
+
+    Each stream keeps ``int(channels × (1 - sparsity))`` channels (at least one), those with the largest sum of the
+    writers' scores (the L1 norms of all filters that write the channel, the way coupled layers are ranked together
+    in structured pruning), among the channels every writer still keeps. Keys outside the streams are unchanged.
+
+    Args:
+        scores: Key (``<bn>.weight``) to one score per channel, for every writer.
+        current: The current channel masks, including every writer.
+        streams: From :func:`residual_streams`.
+        sparsity: Share of each stream's channels to prune, in ``[0, 1)``.
+    """
+    result = dict(current.items())
+    for stream in streams:
+        keys = [group.key for group in stream]
+        alive = torch.stack([current[key] for key in keys]).all(dim=0)
+        summed = torch.stack([scores[key] for key in keys]).sum(dim=0)
+        kept = layer_channel_masks({"stream": summed}, Masks({"stream": alive}), sparsity)["stream"]
+        for key in keys:
+            result[key] = kept.clone()
+    return Masks(result)

@@ -28,13 +28,15 @@ from pruning_callbacks.channels import (
     expand_channel_masks,
     filter_l1_norms,
     layer_channel_masks,
+    residual_streams,
+    stream_channel_masks,
 )
 from pruning_callbacks.iterative import IterativePruning
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.seeding import derive_seed
 
 FILTER_CRITERIA = ("l1", "random")
-LAYERS = ("inner", "all")
+LAYERS = ("inner", "stage", "all")
 
 
 class FilterPruning(IterativePruning):
@@ -50,14 +52,19 @@ class FilterPruning(IterativePruning):
 
     * ``inner`` (the paper's choice for ResNets): the convolutions whose output only feeds another convolution,
       i.e. the first convolution of every residual block. These channels disappear entirely when slimmed.
-    * ``all``: every convolution followed by a BatchNorm. A filter that writes to a residual stream is zeroed in
-      its branch but the channel lives on through the shortcut (slimming removes it only where every writer of
-      that stream channel pruned it).
+    * ``stage``: ``inner``, plus the channels of every residual stream (a ResNet stage's stem or first shortcut and
+      each block's last convolution), pruned together: the same channels from every writer of the stream, ranked by
+      the L1 norms summed over those writers. These channels also disappear when slimmed, which is what makes the
+      network much faster (``benchmarks/latency.py``); this goes beyond the paper, which leaves the streams whole.
+      The kernels that read a pruned stream channel are not masked while training (they multiply zeros).
+    * ``all``: every convolution followed by a BatchNorm, each ranked on its own. A filter that writes to a
+      residual stream is zeroed in its branch, but the channel lives on through the shortcut (slimming removes it
+      only where every writer of that stream channel pruned it).
 
     Args:
         channel_sparsity: Share of each ranked layer's filters to prune by the end, in ``(0, 1)``.
         criterion: ``l1`` (the paper) or ``random`` (the reference code's ``--random_rank`` control; seeded).
-        layers: ``inner`` or ``all``, see above.
+        layers: ``inner``, ``stage`` or ``all``, see above.
         prune_fraction: Share of the remaining filters pruned per round; ``None`` for one round.
         epochs_per_round: Epochs of round 0 and, by default, of every later round.
         reset: ``finetune`` (default), ``rewind`` or ``reinit``; see :class:`IterativePruning`.
@@ -121,6 +128,7 @@ class FilterPruning(IterativePruning):
         self.channel_include = list(include) if include is not None else None
         self.channel_exclude = list(exclude) if exclude is not None else None
         self._groups: list[ChannelGroup] = []
+        self._streams: list[tuple[ChannelGroup, ...]] = []
 
     # ------------------------------------------------------------------ what the method decides
     @override
@@ -132,7 +140,19 @@ class FilterPruning(IterativePruning):
         else:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "filters", round_index))
             scores = {key: torch.rand(mask.shape, generator=generator).to(mask.device) for key, mask in current.items()}
-        channels = layer_channel_masks(scores, current, self.schedule.sparsity_at(round_index))
+        sparsity = self.schedule.sparsity_at(round_index)
+        in_streams = {group.key for stream in self._streams for group in stream}
+        alone = [group.key for group in self._groups if group.key not in in_streams]
+        channels = dict(current.items())
+        if alone:
+            by_layer = layer_channel_masks(
+                {key: scores[key] for key in alone}, Masks({key: current[key] for key in alone}), sparsity
+            )
+            channels.update(by_layer.items())
+        if self._streams:
+            by_stream = stream_channel_masks(scores, current, self._streams, sparsity)
+            channels.update({key: by_stream[key] for key in in_streams})
+        channels = Masks(channels)
         expanded = expand_channel_masks(pl_module, self._groups, channels)
         return self.masks & {name: expanded.get(name, mask) for name, mask in self.masks.items()}
 
@@ -150,6 +170,7 @@ class FilterPruning(IterativePruning):
             "criterion": self.criterion,
             "layers": self.layers,
             "ranked_layers": [group.bn for group in self._groups],
+            "residual_streams": [[group.bn for group in stream] for stream in self._streams],
             "channel_sparsity": self.channel_sparsity(),
         }
 
@@ -158,7 +179,12 @@ class FilterPruning(IterativePruning):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         groups = channel_groups(pl_module, self.channel_include, self.channel_exclude)
-        groups = [group for group in groups if group.producer is not None and (self.layers == "all" or group.inner)]
+        with_producer = [group for group in groups if group.producer is not None]
+        groups = [group for group in with_producer if self.layers != "inner" or group.inner]
+        if self.layers == "stage":
+            self._streams = residual_streams(pl_module, [group for group in with_producer if not group.inner])
+            in_streams = {group.bn for stream in self._streams for group in stream}
+            groups = [group for group in groups if group.inner or group.bn in in_streams]
         if not groups:
             raise ValueError(
                 f"FilterPruning with layers: {self.layers} finds no convolution + BatchNorm to rank in this model"

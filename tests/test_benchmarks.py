@@ -11,6 +11,12 @@ import torch._dynamo
 from lightning.pytorch import Callback, Trainer
 
 import benchmarks.common
+from benchmarks.cpu_precision import CI_SETTINGS as PRECISION_CI
+from benchmarks.cpu_precision import VARIANTS as PRECISION_VARIANTS
+from benchmarks.cpu_precision import main as cpu_precision
+from benchmarks.modelpruning import CI_SETTINGS as MODELPRUNING_CI
+from benchmarks.modelpruning import SIDES as MODELPRUNING_SIDES
+from benchmarks.modelpruning import main as modelpruning_main
 from benchmarks.pruning_time import PRUNING_COMPUTATIONS
 from benchmarks.suite import (
     CI_SETTINGS,
@@ -161,3 +167,62 @@ def test_host_sync_counter_counts_synchronizing_calls_per_source_line(monkeypatc
     assert counter.steps_seen == 2
     ((source, count),) = counter.sources.items()
     assert source.startswith("tests/test_benchmarks.py:") and count == 2
+
+
+def test_modelpruning_side_by_side_smoke_reports_sparsity_zeros_and_resume_facts(one_thread):
+    """Both sides reach 90%; ours stays exact through training and a resume; the resume facts are counts."""
+    result = modelpruning_main(["--ci", "--no-save"])
+
+    assert result["command"] == "python benchmarks/modelpruning.py --ci --no-save"
+    assert result["settings"]["width"] == MODELPRUNING_CI["width"] and result["environment"]["device"] == "cpu"
+    assert set(result["sides"]) == set(MODELPRUNING_SIDES)
+    epoch_steps, resume_epoch = MODELPRUNING_CI["epoch_steps"], MODELPRUNING_CI["resume_epoch"]
+    epochs = MODELPRUNING_CI["steps"] // epoch_steps
+    for side in result["sides"].values():
+        assert side["sparsity"] == pytest.approx(0.9, abs=1e-4)
+        assert side["pruned_weights"] == round(0.9 * side["prunable_weights"])  # one global top-k
+        assert side["median_step_s"] > 0 and side["steps_timed"] > 0
+        assert side["after_fit"]["nonzero_at_pruned_effective"] == [0] * MODELPRUNING_CI["rounds"]
+        assert side["after_fit"]["last_checkpoint"]["nonzero_at_pruned"] == 0
+        resume = side["resume"]
+        assert resume["from_checkpoint"]["global_step"] == resume_epoch * epoch_steps
+        assert resume["steps_after_resume"] == (epochs - resume_epoch) * epoch_steps
+        assert isinstance(resume["masks_active_after_resume"], bool)
+        assert isinstance(resume["from_checkpoint"]["masks_saved"], bool)
+        assert isinstance(resume["nonzero_at_pruned_effective"], int)
+        assert 0 <= resume["nonzero_at_pruned_effective"] <= side["pruned_weights"]
+
+    ours = result["sides"]["ours"]
+    assert ours["pruned_before_step"] == 0
+    assert ours["after_fit"]["nonzero_at_pruned_momentum"] == 0
+    assert ours["resume"]["from_checkpoint"]["masks_saved"] and ours["resume"]["masks_active_after_resume"]
+    assert ours["resume"]["pruned_positions_kept"]
+    assert ours["resume"]["nonzero_at_pruned_effective"] == 0
+    assert ours["resume"]["last_checkpoint"]["nonzero_at_pruned"] == 0
+    assert ours["resume"]["effective_sparsity"] == pytest.approx(0.9, abs=1e-4)
+    assert result["sides"]["theirs"]["pruned_before_step"] == epoch_steps
+    assert 0 < result["mask_agreement"]["agreeing_positions"] <= 1
+    assert result["theirs_over_ours_median"] > 0
+
+
+def test_cpu_precision_ci_run_reports_every_variant_and_writes_json_and_markdown(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
+    result = cpu_precision(["--ci"])
+
+    assert result["environment"]["device"] == "cpu" and result["environment"]["cpu_threads"] == 1
+    assert {key: result["settings"][key] for key in PRECISION_CI} == PRECISION_CI
+    assert result["steps_timed_per_variant"] == PRECISION_CI["rounds"] * PRECISION_CI["steps"]
+    variants = set(PRECISION_VARIANTS)
+    assert set(result["median_step_s"]) == set(result["mean_step_s"]) == set(result["final_loss"]) == variants
+    assert all(seconds > 0 for seconds in [*result["median_step_s"].values(), *result["mean_step_s"].values()])
+    assert set(result["speedup_over_fp32"]) == {"bf16_channels_last", "bf16_contiguous"}
+    for name, speedup in result["speedup_over_fp32"].items():
+        assert speedup == pytest.approx(result["median_step_s"]["fp32"] / result["median_step_s"][name])
+    assert all(0 <= loss < 10 for loss in result["final_loss"].values())  # finite cross-entropies, not NaN
+    assert isinstance(result["cpu_computes_bf16"], bool) and result["auto_precision"] in ("bf16-mixed", "32-true")
+
+    saved = json.loads((tmp_path / "cpu_precision_ci.json").read_text())
+    assert saved["median_step_s"] == pytest.approx(result["median_step_s"])
+    markdown = (tmp_path / "cpu_precision_ci.md").read_text()
+    assert "Command: `python benchmarks/cpu_precision.py --ci`" in markdown
+    assert "| bf16 autocast + channels_last |" in markdown and "| bf16 autocast, contiguous |" in markdown

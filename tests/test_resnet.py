@@ -58,18 +58,21 @@ def test_optimizer_and_schedule_defaults():
     assert dict(scheduler.milestones) == {60: 1, 120: 1, 160: 1} and scheduler.gamma == 0.2
 
 
-def test_channels_last_defaults_to_on_for_cuda_trainers_only():
+def test_channels_last_defaults_to_on_for_cuda_and_bf16_cpu_trainers_only():
     from types import SimpleNamespace
 
     import torch
 
     from lit_modules import ResNet18Classifier
 
-    def resolved(option, device):
+    def resolved(option, device, precision="32-true"):
         model = ResNet18Classifier(width=4, channels_last=option)
-        model._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        model._trainer = SimpleNamespace(
+            strategy=SimpleNamespace(root_device=torch.device(device)), precision=precision
+        )
         return model._resolve_channels_last()
 
     assert resolved(None, "cuda") and not resolved(None, "cpu")
+    assert resolved(None, "cpu", "bf16-mixed") and not resolved(False, "cpu", "bf16-mixed")
     assert resolved(True, "cpu") and not resolved(False, "cuda")
     assert not ResNet18Classifier(width=4)._resolve_channels_last()  # no trainer: plain module, contiguous

@@ -15,7 +15,13 @@ from analysis.export import main as export_main
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
 from lit_modules.resnet import ResNet18, ResNet18Channels, SlimResNet18, resnet18_from_state_dict
-from pruning_callbacks.channels import channel_groups, filter_l1_norms, layer_channel_masks
+from pruning_callbacks.channels import (
+    channel_groups,
+    filter_l1_norms,
+    layer_channel_masks,
+    residual_streams,
+    stream_channel_masks,
+)
 from pruning_callbacks.filters import FilterPruning
 from pruning_callbacks.masks import Masks
 
@@ -156,11 +162,15 @@ def _fit_filters(cifar_dir, tmp_path, **kwargs) -> tuple[Trainer, FilterPruning,
     return trainer, pruner, model
 
 
-def test_filter_pruning_halves_every_block_first_conv_and_slims_exactly(cifar_dir, tmp_path, capsys):
-    trainer, pruner, model = _fit_filters(cifar_dir, tmp_path)
+@pytest.mark.parametrize("layers", ["inner", "stage"])
+def test_filter_pruning_halves_the_channels_and_slims_exactly(cifar_dir, tmp_path, capsys, layers):
+    trainer, pruner, model = _fit_filters(cifar_dir, tmp_path, layers=layers)
     inner = [f"layer{s}.{b}.bn1" for s in range(1, 5) for b in range(2)]
-    assert [group.bn for group in pruner._groups] == inner
+    assert [group.bn for group in pruner._groups if group.inner] == inner
+    assert len(pruner._groups) == (8 if layers == "inner" else 20)
     assert pruner.channel_sparsity() == 0.5 and pruner.summary_info()["channel_sparsity"] == 0.5
+    for stream in pruner._streams:  # every writer of a stream loses the same channels
+        assert all(torch.equal(pruner.masks[g.key], pruner.masks[stream[0].key]) for g in stream)
     for bn in inner:
         keep = pruner.masks[f"{bn}.weight"]
         assert int(keep.sum()) == keep.numel() // 2
@@ -183,6 +193,7 @@ def test_filter_pruning_halves_every_block_first_conv_and_slims_exactly(cifar_di
 
     payload = torch.load(tmp_path / "model.slim.pt", weights_only=True)
     assert payload["format"] == slim.FORMAT and payload["channels"]["inner"] == [[2, 2], [4, 4], [8, 8], [16, 16]]
+    assert payload["channels"]["streams"] == ([4, 8, 16, 32] if layers == "inner" else [2, 4, 8, 16])
     network = SlimResNet18.from_state_dict(payload["state_dict"]).eval()
     assert payload["metadata"]["parameters_after"] == sum(p.numel() for p in network.parameters())
     model.eval()
@@ -197,6 +208,26 @@ def test_filter_pruning_halves_every_block_first_conv_and_slims_exactly(cifar_di
         torch.testing.assert_close(torch.from_numpy(logits), model(x).detach(), rtol=1e-4, atol=1e-4)
 
 
+def test_residual_streams_of_a_resnet18_are_its_four_stages():
+    model = ResNet18(width=2)
+    streams = residual_streams(model, [g for g in channel_groups(model) if not g.inner])
+    assert [[group.bn for group in stream] for stream in streams] == [
+        ["bn1", "layer1.0.bn2", "layer1.1.bn2"],
+        *[[f"layer{s}.0.bn2", f"layer{s}.0.shortcut.1", f"layer{s}.1.bn2"] for s in (2, 3, 4)],
+    ]
+
+
+def test_stream_rule_prunes_the_same_channels_from_every_writer_by_summed_scores():
+    model = ResNet18(width=2)
+    stream = residual_streams(model, [g for g in channel_groups(model) if not g.inner])[0]
+    keys = [group.key for group in stream]  # bn1, layer1.0.bn2, layer1.1.bn2: 2 channels each
+    scores = {keys[0]: torch.tensor([5.0, 0.0]), keys[1]: torch.tensor([0.0, 2.0]), keys[2]: torch.tensor([0.0, 2.0])}
+    current = Masks.dense(scores)
+    masks = stream_channel_masks(scores, current, [stream], 0.5)
+    # Summed: [5, 4]: channel 0 stays in all three, though two of the writers alone would keep channel 1.
+    assert all(masks[key].tolist() == [True, False] for key in keys)
+
+
 def test_filter_pruning_random_criterion_and_all_layers(cifar_dir, tmp_path):
     _, pruner, _ = _fit_filters(cifar_dir, tmp_path, criterion="random", layers="all", seed=3)
     assert len(pruner._groups) == 20  # every BatchNorm of a ResNet18 has its own producing convolution
@@ -207,7 +238,7 @@ def test_filter_pruning_random_criterion_and_all_layers(cifar_dir, tmp_path):
     ("kwargs", "message"),
     [
         ({"criterion": "magnitude"}, "criterion must be one of l1, random"),
-        ({"layers": "first"}, "layers must be one of inner, all"),
+        ({"layers": "first"}, "layers must be one of inner, stage, all"),
         ({"channel_sparsity": 1.0}, r"target_sparsity must be in \(0, 1\)"),
     ],
 )
@@ -265,3 +296,5 @@ def test_latency_benchmark_ci_mode_compares_every_model_in_every_cell():
     assert dense > inner[0] > inner[1] > inner[2] and all(s < i for s, i in zip(stage, inner, strict=True))
     assert all(cell["median_s"] > 0 and cell["speedup_over_dense"] > 0 for cell in result["cells"])
     assert all(cell["speedup_over_dense"] == 1.0 for cell in result["cells"] if cell["model"] == "dense")
+    # Zeros still cost FLOPs on dense kernels; removed channels do not.
+    assert by_model["unstructured_90"]["flops_reduction"] == 1.0 and by_model["stage_70"]["flops_reduction"] > 2
