@@ -283,6 +283,8 @@ def _quiet_lightning() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(existing, _DropTips) for existing in handler.filters):
                 handler.addFilter(_DropTips())
+    # Lightning 2.6's own pytree helper calls a torch API that newer torch deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def plain_section(config: Namespace, name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import pickle
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -841,6 +842,7 @@ class CIFAR10DataModule(LightningDataModule):
             pin_memory=self._root_device().type == "cuda",
             drop_last=False,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_leave_stop_signals_to_the_main_process if self.num_workers > 0 else None,
         )
 
     def _eval_loader(self, split: TensorSplit, indexed_test: bool = False) -> DataLoader | ResidentBatchLoader:
@@ -968,3 +970,15 @@ class CIFAR10DataModule(LightningDataModule):
             shifts, flips = augmentation_plan(self.resolved_seed, epoch, len(self.train_split))
             self._plan = (epoch, device, shifts.to(device), flips.to(device))
         return self._plan[2], self._plan[3]
+
+
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """In a DataLoader worker: ignore SIGTERM and SIGINT, which the main process handles.
+
+    A cluster's pre-emption (SLURM's ``scancel``), a closing notebook or Ctrl-C in a terminal signals the whole
+    process group. A worker that died of it would make the main process raise before it could save ``last.ckpt``
+    (:class:`analysis.checkpointing.AutoSave`); ignoring the signal here lets the main process save and then shut
+    its workers down. A worker whose main process is killed outright still exits on its own (PyTorch's watchdog).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

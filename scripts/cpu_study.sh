@@ -40,16 +40,19 @@ for step in "${STEPS[@]}"; do
                 sweep --config configs/study/lth_rewind_init.yaml
                 sweep --config configs/study/lth_reinit.yaml --set "$DENSE_CKPT" \
                   --set "trainer.callbacks.masks_from=$ROOT/lth_late_rewind/seed{seed}" ;;
-    oneshot)    sweep --config configs/study/oneshot.yaml --set trainer.callbacks.criterion=magnitude,random \
-                  --set "$DENSE_CKPT" ;;
-    iterative)  sweep --config configs/study/iterative.yaml --set trainer.callbacks.criterion=magnitude,random \
-                  --set "$DENSE_CKPT" ;;
+    oneshot|iterative)
+                for criterion in magnitude random; do
+                  sweep --config "configs/study/$step.yaml" --label "${step}_$criterion" \
+                    --set "trainer.callbacks.criterion=$criterion" --set "$DENSE_CKPT"
+                done ;;
     pai)        for method in synflow snip grasp random_erk random_uniform; do
                   sweep --config "configs/study/$method.yaml"
                 done ;;
     dst)        for method in rigl set static; do sweep --config "configs/study/$method.yaml"; done ;;
-    width)      sweep --config configs/study/dense.yaml --label dense_width --set model.width=8,32
-                sweep --config configs/study/random_erk.yaml --label random_erk_width --set model.width=8,32 ;;
+    width)      for width in 8 32; do  # width 16 is the dense and random_erk runs themselves
+                  sweep --config configs/study/dense.yaml --label "dense_w$width" --set "model.width=$width"
+                  sweep --config configs/study/random_erk.yaml --label "random_erk_w$width" --set "model.width=$width"
+                done ;;
     han)        sweep --config configs/study/han.yaml --set "$DENSE_CKPT" ;;
     early_bird) sweep --config configs/study/early_bird.yaml ;;
     collapse)   [ -f docs/results/cpu/layer_collapse.json ] || python scripts/layer_collapse.py --data-dir "$DATA" \

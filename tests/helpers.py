@@ -69,16 +69,24 @@ class SigkillAtStep(Callback):
 
 
 class SigtermAtStep(Callback):
-    """Send this process SIGTERM once after optimizer step ``step``, like a pre-emption or a closing notebook."""
+    """Send SIGTERM once after optimizer step ``step``, like a pre-emption or a closing notebook.
 
-    def __init__(self, step: int) -> None:
+    ``group: true`` signals the whole process group, DataLoader workers included, as SLURM's ``scancel`` and a
+    terminal's Ctrl-C do; start the process in a session of its own then.
+    """
+
+    def __init__(self, step: int, group: bool = False) -> None:
         self.step = step
+        self.group = group
         self.sent = False
 
     def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
         if trainer.global_step >= self.step and not self.sent:
             self.sent = True
-            os.kill(os.getpid(), signal.SIGTERM)
+            if self.group:
+                os.killpg(os.getpgid(0), signal.SIGTERM)
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
 
 
 def tiny_overrides(data_dir: Path, root_dir: Path, epochs: int = 1) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -24,10 +26,12 @@ from datamodules.cifar10 import (
     CLASSES,
     EpochSeededSampler,
     ResidentBatchLoader,
+    _leave_stop_signals_to_the_main_process,
     augment_batch,
     augmentation_plan,
     normalize,
 )
+from tests.helpers import REPO
 from tests.synthetic import nearest_class, synthetic_cifar10, write_batches_py, write_image_folder
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
@@ -500,3 +504,20 @@ def test_epoch_plan_matches_manual_computation_under_fit(png_dir: Path) -> None:
 def test_arguments_are_saved_as_hyperparameters() -> None:
     dm = CIFAR10DataModule(data_dir="/somewhere", batch_size=64, train_subset=100, gpu_resident=False)
     assert dm.hparams.batch_size == 64 and dm.hparams.train_subset == 100 and dm.hparams.data_dir == "/somewhere"
+
+
+def test_loader_workers_leave_sigterm_and_sigint_to_the_main_process(cifar_dir):
+    # scancel and Ctrl-C signal the whole process group: a worker that died of it would crash the main process
+    # before AutoSave could write last.ckpt (tests/test_runs_cannot_be_lost.py stops a run that way).
+    data = CIFAR10DataModule(str(cifar_dir), batch_size=8, val_size=32, num_workers=1, download=False)
+    data.setup("fit")
+    assert data.train_dataloader().worker_init_fn is _leave_stop_signals_to_the_main_process
+    probe = (
+        "import signal; from datamodules.cifar10 import _leave_stop_signals_to_the_main_process as f; f(0); "
+        "print(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True"]
+    serial = CIFAR10DataModule(str(cifar_dir), batch_size=8, val_size=32, num_workers=0, download=False)
+    serial.setup("fit")
+    assert serial.train_dataloader().worker_init_fn is None

@@ -116,11 +116,13 @@ def test_test_uses_the_run_directorys_checkpoint_or_refuses(cifar_dir, tmp_path,
 
 def test_sigterm_saves_mid_epoch_and_the_same_command_resumes_bit_identically(cifar_dir, tmp_path, one_thread):
     main(command(cifar_dir, tmp_path / "straight", "quickstart_sparse", 2))
+    # SIGTERM to the whole process group, two DataLoader workers included (what scancel and Ctrl-C do).
     stopped = subprocess.run(
         [sys.executable, "cli.py", *command(cifar_dir, tmp_path / "stopped", "quickstart_sparse", 2,
+                                            "--data.num_workers", "2",
                                             "--trainer.callbacks+=tests.helpers.SigtermAtStep",
-                                            "--trainer.callbacks.step=9")],
-        cwd=REPO, env=one_thread, capture_output=True, text=True, timeout=300,
+                                            "--trainer.callbacks.step=9", "--trainer.callbacks.group=true")],
+        cwd=REPO, env=one_thread, capture_output=True, text=True, timeout=300, start_new_session=True,
     )  # fmt: skip
     assert "Saved" in stopped.stderr and "on SIGTERM" in stopped.stderr, stopped.stderr[-3000:]
     saved = torch.load(tmp_path / "stopped" / "checkpoints" / "last.ckpt", weights_only=True)
