@@ -59,6 +59,10 @@ CASES = {
     ),
     "han": Case("han_magnitude", 2, HAN_ONE_ITERATION, exact_sparsity=False),
     "snip": Case("snip", 1),
+    # FilterPruning: 1 dense epoch, then half of every block's first-conv filters and 1 fine-tuning epoch.
+    "l1_filter": Case(
+        "l1_filter", 2, ["--trainer.callbacks.epochs_per_round", "1", "--trainer.callbacks.finetune_epochs", "1"]
+    ),
     # delta_t 1: on 3 steps an epoch, T_end = 0.75 * 3 leaves mask updates to run under DDP.
     "rigl": Case("rigl", 1, ["--trainer.callbacks.delta_t", "1"]),
     "set": Case("set", 1, ["--trainer.callbacks.delta_t", "1"]),
@@ -121,9 +125,9 @@ def early_bird_outcome(summary: dict) -> dict:
     return callback["outcome"]
 
 
-# Han runs the same DDP code paths as LotteryTicket (IterativePruning), SET and RigL as each other and as the 2-rank
-# callback test in tests/test_dynamic.py; they run with ``-m slow`` (``-m "slow or not slow"`` for everything).
-SLOW = {"han", "set", "rigl"}
+# Han and FilterPruning run the same DDP code paths as LotteryTicket (IterativePruning), SET and RigL as each other
+# and as the 2-rank callback test in tests/test_dynamic.py; they run with ``-m slow`` (``-m "slow or not slow"``).
+SLOW = {"han", "l1_filter", "set", "rigl"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CASES])

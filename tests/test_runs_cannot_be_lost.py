@@ -179,6 +179,10 @@ FAMILIES = {
     "lottery_ticket": ("quickstart", ROUNDS),
     "han": ("han_magnitude", [*HAN, "--trainer.callbacks.finetune_epochs", "1"]),
     "prune_at_init": ("snip", []),
+    "l1_filter": (
+        "l1_filter",
+        ["--trainer.callbacks.epochs_per_round", "1", "--trainer.callbacks.finetune_epochs", "1"],
+    ),
     "rigl": ("rigl", ["--trainer.callbacks.delta_t", "3"]),
     "set": ("set", ["--trainer.callbacks.delta_t", "3"]),
     "early_bird": ("early_bird", ["--trainer.callbacks.window", "2", "--trainer.callbacks.threshold", "1.0"]),
@@ -186,9 +190,9 @@ FAMILIES = {
 
 
 # The default suite kills and resumes the two families with the most state (LotteryTicket's rounds, Early-Bird's
-# ticket and channel pruning); the other four run with ``-m slow`` (``python -m pytest -m "slow or not slow"`` runs
+# ticket and channel pruning); the other five run with ``-m slow`` (``python -m pytest -m "slow or not slow"`` runs
 # every family). RigL/SET with data workers also resume in tests/test_dynamic_resume_order.py.
-SLOW_FAMILIES = {"han", "set", "prune_at_init", "rigl"}
+SLOW_FAMILIES = {"han", "l1_filter", "set", "prune_at_init", "rigl"}
 
 
 @pytest.mark.parametrize(
