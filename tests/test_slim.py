@@ -298,3 +298,26 @@ def test_latency_benchmark_ci_mode_compares_every_model_in_every_cell():
     assert all(cell["speedup_over_dense"] == 1.0 for cell in result["cells"] if cell["model"] == "dense")
     # Zeros still cost FLOPs on dense kernels; removed channels do not.
     assert by_model["unstructured_90"]["flops_reduction"] == 1.0 and by_model["stage_70"]["flops_reduction"] > 2
+
+
+def test_an_early_bird_ticket_slims_with_equal_logits(cifar_dir, tmp_path):
+    from pruning_callbacks.early_bird import EarlyBird
+
+    seed_everything(0)
+    data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=64, num_workers=0, download=False)
+    bird = EarlyBird(target_sparsity=0.5, window=2, threshold=1.0, log_chart=False)  # drawn after one epoch
+    trainer = Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                      callbacks=[bird])  # fmt: skip
+    model = ResNet18Classifier(width=4)
+    trainer.fit(model, datamodule=data)
+    assert bird.found and bird.masks is not None
+    result = slim.slim_state_dict(model.state_dict())
+    assert result.parameters_after < result.parameters_before
+    assert sum(map(sum, result.after.inner)) < sum(map(sum, result.before.inner))  # inner channels went
+    model.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            SlimResNet18.from_state_dict(result.state_dict).eval()(x), model(x), rtol=1e-5, atol=1e-5
+        )
