@@ -14,6 +14,7 @@ from pruning_callbacks.init_pruning import MaskRecipe
 from pruning_callbacks.iterative import HanMagnitude, IterativePruning, LotteryTicket
 from pruning_callbacks.masks import Masks
 from pruning_callbacks.prune_at_init import PruneAtInit
+from pruning_callbacks.scheduled import ScheduledPruning
 
 __all__ = [
     "SET",
@@ -27,5 +28,6 @@ __all__ = [
     "Masks",
     "PruneAtInit",
     "RigL",
+    "ScheduledPruning",
     "StaticSparse",
 ]
