@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +122,7 @@ class ResNet18(nn.Module):
         return resnet18_forward(self, x)
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 STAGES = 4
 BLOCKS_PER_STAGE = 2
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -246,14 +248,7 @@ class SlimResNet18(nn.Module):
         Raises:
             ValueError: If the state dict is not a (slimmed) CIFAR ResNet18's.
         """
-        model = cls(ResNet18Channels.from_state_dict(state_dict))
-        try:
-            model.load_state_dict(dict(state_dict), strict=True)
-        except RuntimeError as error:
-            raise ValueError(
-                f"the state dict does not fit a slimmed ResNet18: {str(error).splitlines()[-1].strip()}"
-            ) from None
-        return model
+        return _load_strictly(cls(ResNet18Channels.from_state_dict(state_dict)), state_dict, "a slimmed ResNet18")
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the logits for a batch of images."""
@@ -272,12 +267,15 @@ def resnet18_from_state_dict(state_dict: Mapping[str, Tensor]) -> nn.Module:
     channels = ResNet18Channels.from_state_dict(state_dict)
     width = channels.streams[0]
     if channels == ResNet18Channels.full(width, channels.num_classes):
-        model: nn.Module = ResNet18(width=width, num_classes=channels.num_classes)
-        try:
-            model.load_state_dict(dict(state_dict), strict=True)
-        except RuntimeError as error:
-            raise ValueError(
-                f"the weights do not fit a CIFAR ResNet18 of width {width}: {str(error).splitlines()[-1].strip()}"
-            ) from None
-        return model
+        network = ResNet18(width=width, num_classes=channels.num_classes)
+        return _load_strictly(network, state_dict, f"a CIFAR ResNet18 of width {width}")
     return SlimResNet18.from_state_dict(state_dict)
+
+
+def _load_strictly(model: ModuleT, state_dict: Mapping[str, Tensor], what: str) -> ModuleT:
+    """``model`` with ``state_dict`` loaded strictly; a mismatch is a one-line ``ValueError`` naming ``what``."""
+    try:
+        model.load_state_dict(dict(state_dict), strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"the weights do not fit {what}: {str(error).splitlines()[-1].strip()}") from None
+    return model
