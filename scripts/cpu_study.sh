@@ -30,8 +30,11 @@ sweep() {
     limit=(--time-limit "$left")
   fi
   # shellcheck disable=SC2086
-  python cli.py sweep --root "$ROOT" --seeds $SEEDS "${limit[@]}" "$@" -- --data.data_dir "$DATA"
+  # A failed run does not stop the study (the sweep already went on with its other runs): the next steps still
+  # run, and this script exits 1 at the end.
+  python cli.py sweep --root "$ROOT" --seeds $SEEDS "${limit[@]}" "$@" -- --data.data_dir "$DATA" || FAILED=1
 }
+FAILED=0
 
 for step in "${STEPS[@]}"; do
   case "$step" in
@@ -75,3 +78,4 @@ PY
        exit 2 ;;
   esac
 done
+if [ "$FAILED" -ne 0 ]; then echo "[cpu_study] some runs failed; see the [sweep] lines above" >&2; exit 1; fi

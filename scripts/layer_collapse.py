@@ -75,6 +75,7 @@ class Collapse:
         self.params = prunable_parameters(model)
         self.total = sum(p.numel() for p in self.params.values())
         self.cache: dict[int, tuple[bool, bool]] = {}
+        self.emptied: dict[int, list[str]] = {}
 
     def at(self, k: int) -> tuple[bool, bool]:
         """(a layer is emptied, the network is disconnected) at compression ``10^(k × GRID_STEP)``."""
@@ -90,8 +91,8 @@ class Collapse:
             masks = recipe.masks(
                 self.params, seed=self.seed, key="layer_collapse", module=self.model, batches=[self.batch]
             )
-            emptied = any(count == 0 for count in masks.remaining_per_layer().values())
-            self.cache[k] = (emptied, not connected(self.model, masks))
+            self.emptied[k] = [name for name, count in masks.remaining_per_layer().items() if count == 0]
+            self.cache[k] = (bool(self.emptied[k]), not connected(self.model, masks))
         return self.cache[k]
 
     def largest(self, criterion: int, top: int) -> tuple[int, int | None]:
@@ -144,12 +145,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for k, (e, d) in sorted(search.cache.items())
             },
             "seconds": time.perf_counter() - start,
+            "command": "python scripts/layer_collapse.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         }
         print(
             f"{method}: every layer kept up to 10^{every_layer * GRID_STEP:g}, connected up to "
             f"10^{connected_up_to * GRID_STEP:g}",
             flush=True,
         )
+    target = Path(args.out)
+    previous = target / "layer_collapse.json"
+    if previous.is_file() and set(args.methods) != set(METHODS):
+        # A run of some methods updates those and keeps the others' earlier results (same settings only).
+        earlier = json.loads(previous.read_text())
+        if (earlier.get("width"), earlier.get("seed")) == (args.width, args.seed):
+            results = {**{m: r for m, r in earlier["methods"].items() if m not in results}, **results}
+            results = {m: results[m] for m in METHODS if m in results}
     out = {
         "width": args.width,
         "seed": args.seed,
@@ -161,7 +171,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python scripts/layer_collapse.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "methods": results,
     }
-    target = Path(args.out)
     target.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target / "layer_collapse.json", json.dumps(out, indent=2) + "\n")
     atomic_write_text(target / "layer_collapse.md", markdown(out))
@@ -175,11 +184,14 @@ def markdown(out: dict[str, Any]) -> str:
     def first(value: float | None) -> str:
         return "none up to the bound" if value is None else f"10^{value:g}"
 
+    used = sorted({str(result.get("command", out["command"])) for result in out["methods"].values()})
+    commands = ", ".join(f"`{command}`" for command in used)
+
     lines = [
         f"# Layer collapse: CIFAR ResNet18, width {out['width']}, {out['prunable_weights']:,} prunable weights "
         f"in {out['layers']} layers",
         "",
-        f"Command: `{out['command']}`. Grid 10^(k/4), bisected; the bound (one weight per layer) is "
+        f"Commands: {commands}. Grid 10^(k/4), bisected; the bound (one weight per layer) is "
         f"10^{out['upper_bound_exponent']:.2f}. *Every layer kept*: no Conv/Linear layer loses all its weights. "
         "*Connected*: a path of kept weights still joins input and output (positive synaptic flow); a ResNet can "
         "lose a whole layer on one path of a block and stay connected through the other.",
