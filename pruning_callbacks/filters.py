@@ -102,6 +102,12 @@ class FilterPruning(IterativePruning):
         seed: int | None = None,
         log_chart: bool = True,
     ) -> None:
+        if (
+            isinstance(channel_sparsity, bool)
+            or not isinstance(channel_sparsity, (int, float))
+            or not (0 < channel_sparsity < 1)
+        ):
+            raise ValueError(f"channel_sparsity must be in (0, 1), got {channel_sparsity!r}")
         if criterion not in FILTER_CRITERIA:
             raise ValueError(f"criterion must be one of {', '.join(FILTER_CRITERIA)}, got {criterion!r}")
         if layers not in LAYERS:

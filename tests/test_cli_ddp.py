@@ -59,6 +59,8 @@ CASES = {
     ),
     "han": Case("han_magnitude", 2, HAN_ONE_ITERATION, exact_sparsity=False),
     "snip": Case("snip", 1),
+    # ScheduledPruning (GMP): updates every step from 0 to 75% of the 3 steps, 90% per layer at the end.
+    "gmp": Case("gmp", 1, ["--trainer.callbacks.update_every", "1"]),
     # FilterPruning: 1 dense epoch, then half of every block's first-conv filters and 1 fine-tuning epoch.
     "l1_filter": Case(
         "l1_filter", 2, ["--trainer.callbacks.epochs_per_round", "1", "--trainer.callbacks.finetune_epochs", "1"]
@@ -127,7 +129,8 @@ def early_bird_outcome(summary: dict) -> dict:
 
 # Han and FilterPruning run the same DDP code paths as LotteryTicket (IterativePruning), SET and RigL as each other
 # and as the 2-rank callback test in tests/test_dynamic.py; they run with ``-m slow`` (``-m "slow or not slow"``).
-SLOW = {"han", "l1_filter", "set", "rigl"}
+# ScheduledPruning's masks go through the same set_masks broadcast.
+SLOW = {"gmp", "han", "l1_filter", "set", "rigl"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CASES])

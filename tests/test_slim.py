@@ -239,7 +239,7 @@ def test_filter_pruning_random_criterion_and_all_layers(cifar_dir, tmp_path):
     [
         ({"criterion": "magnitude"}, "criterion must be one of l1, random"),
         ({"layers": "first"}, "layers must be one of inner, stage, all"),
-        ({"channel_sparsity": 1.0}, r"target_sparsity must be in \(0, 1\)"),
+        ({"channel_sparsity": 1.0}, r"channel_sparsity must be in \(0, 1\), got 1.0"),
     ],
 )
 def test_filter_pruning_bad_options_fail_at_construction(kwargs, message):
