@@ -39,7 +39,7 @@ from analysis.checkpointing import AtomicCheckpointIO, AutoSave
 from analysis.summary import RunSummary
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier, precision
-from pruning_callbacks.monitor import GradientNormMonitor
+from pruning_callbacks import GradientNormMonitor
 
 DEFAULT_ROOT_DIR = "runs/default"
 
@@ -224,12 +224,13 @@ class PruningCLI(LightningCLI):
         )
         rank_zero_info("\n".join(lines))
 
-    def _parse_ckpt_path(self) -> None:
-        """Refuse an explicit ``--ckpt_path`` of another model shape before Lightning adopts its hyperparameters.
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse an explicit ``--ckpt_path`` of another model shape before Lightning adopts its settings.
 
-        LightningCLI replaces the model's settings with those saved in the checkpoint, so a width-16 checkpoint
-        with ``--model.width 32`` would silently test a width-16 model.
+        LightningCLI replaces the model's settings with those saved in the checkpoint right after parsing, so a
+        width-16 checkpoint with ``--model.width 32`` would silently test a width-16 model.
         """
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         explicit = self.config[subcommand].get("ckpt_path") if subcommand else None
         if explicit not in (None, "last", "best"):
@@ -239,15 +240,16 @@ class PruningCLI(LightningCLI):
                     f"checkpoint {explicit} does not fit this config: {'; '.join(mismatch)}; pass the matching "
                     "settings or the matching checkpoint"
                 )
-        super()._parse_ckpt_path()
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
-        if config.get("plugins") is None:
-            # Atomic checkpoint writes (not in trainer_defaults: the saved config.yaml cannot hold an instance).
-            config = {**config, "plugins": [AtomicCheckpointIO()]}
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with atomic checkpoint writes unless the config names its own plugins."""
+        config = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+        if config.get("plugins") is None and "plugins" not in kwargs:
+            # Not in trainer_defaults: the saved config.yaml cannot hold an instance.
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         if config.get("enable_progress_bar") is False:
             self.trainer_defaults = {key: value for key, value in self.trainer_defaults.items() if key != "callbacks"}
-        return super()._instantiate_trainer(config, callbacks)
+        return super().instantiate_trainer(**kwargs)
 
 
 def _without(args: list[str], flags: tuple[str, ...], options: tuple[str, ...]) -> list[str]:
@@ -295,7 +297,7 @@ def plain_section(config: Namespace, name: str) -> dict[str, Any]:
 
 def _owns_epoch_budget(config: Namespace) -> bool:
     """Whether a configured callback sets the run's max_epochs itself (the multi-round methods)."""
-    from pruning_callbacks.iterative import IterativePruning
+    from pruning_callbacks import IterativePruning
 
     callbacks = config.trainer.get("callbacks") or []
     for item in callbacks if isinstance(callbacks, list) else [callbacks]:
@@ -312,7 +314,7 @@ def _owns_epoch_budget(config: Namespace) -> bool:
 
 def _is_method(class_path: str) -> bool:
     """Whether a callback's class path names a pruning method (a :class:`MaskedTraining`)."""
-    from pruning_callbacks.base import MaskedTraining
+    from pruning_callbacks import MaskedTraining
 
     module, _, name = class_path.rpartition(".")
     try:

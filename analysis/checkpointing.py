@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from pruning_callbacks.io import atomic_torch_save
+from pruning_callbacks.engine.io import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

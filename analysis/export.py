@@ -60,8 +60,8 @@ from torch import Tensor, nn
 
 from analysis import slim
 from lit_modules.resnet import ResNet18Channels, resnet18_from_state_dict
-from pruning_callbacks.io import atomic_torch_save, atomic_write_bytes
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.io import atomic_torch_save, atomic_write_bytes
+from pruning_callbacks.engine.masks import Masks
 
 FORMAT = "lightning-pruning/sparse-state-dict"
 FORMAT_VERSION = 1
@@ -175,8 +175,8 @@ def dense_size_bytes(state_dict: Mapping[str, Tensor]) -> int:
     """Size in bytes of the ``torch.save`` file of ``state_dict`` as a plain ``{name: CPU tensor}`` dict.
 
     Measured by serializing to memory, so it is the real file size, ``torch.save``'s archive overhead included, of
-    the file that :func:`~pruning_callbacks.io.atomic_torch_save` (and ``--to-dense``) writes. ``torch.save`` called
-    with a file name instead names the archive's records after the file, which moves the size by a few bytes per
+    the file that :func:`~pruning_callbacks.engine.io.atomic_torch_save` (and ``--to-dense``) writes. ``torch.save``
+    called with a file name instead names the archive's records after the file, which moves the size by a few bytes per
     tensor; the sparse size is measured the same way, so the two compare like for like.
 
     Args:
@@ -393,7 +393,7 @@ def state_dict_from_checkpoint(
 
     Returns:
         The model's state dict, and the masks (name to bool tensor) of the callback state in
-        ``checkpoint["callbacks"]`` that holds ``"masks"`` (a :class:`~pruning_callbacks.base.MaskedTraining`
+        ``checkpoint["callbacks"]`` that holds ``"masks"`` (a :class:`~pruning_callbacks.MaskedTraining`
         method), or ``None`` when there is none or it is still dense.
 
     Raises:

@@ -11,7 +11,7 @@ Winners" (RigL, https://arxiv.org/abs/1911.11134, appendix H):
 * a sparse layer costs its dense FLOPs times its density (:func:`sparse_forward_flops`);
 * one training step of one sample costs three forward passes, one for the forward and two for the backward
   (gradients with respect to the activations and to the weights);
-* RigL adds a dense gradient every ``delta_t`` steps; SET and static sparse training cost the same as a sparse
+* RigL adds a dense gradient every ``update_every`` steps; SET and static sparse training cost the same as a sparse
   forward-backward (SET's random growth needs no dense gradient).
 
 The training formulas live with the methods, in ``MaskedTraining.training_flops_per_sample`` and RigL's override;

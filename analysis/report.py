@@ -28,7 +28,7 @@ from typing import Any
 
 from analysis.stats import MeanCI, mean_ci
 from analysis.summary import read_summary
-from pruning_callbacks.io import atomic_write_bytes, atomic_write_text
+from pruning_callbacks.engine.io import atomic_write_bytes, atomic_write_text
 
 METRICS: dict[str, tuple[str, float, int]] = {
     "test/acc": ("test acc (%)", 100.0, 2),
@@ -118,9 +118,7 @@ def points_from_summary(summary: Mapping[str, Any], source: str) -> list[Point]:
             final_metrics[f"flops/{key}"] = flops[key]
     final_metrics = {k: float(v) for k, v in final_metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     sparsity_info = summary.get("sparsity") or {}
-    layers = {
-        name: 1.0 - float(layer["sparsity"]) for name, layer in (sparsity_info.get("per_layer") or {}).items()
-    }
+    layers = {name: 1.0 - float(layer["sparsity"]) for name, layer in (sparsity_info.get("per_layer") or {}).items()}
     rounds = summary.get("rounds") or []
     if not rounds:
         return [Point(label, float(sparsity_info.get("global", 0.0)), final_metrics, source, seed, layers)]

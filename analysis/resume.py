@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import yaml
 
+from pruning_callbacks.engine.checks import current_names
+
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 CONFIG = "config.yaml"
@@ -138,7 +140,9 @@ def _methods(config: Mapping[str, Any], is_method: Any) -> list[dict[str, Any]]:
     methods = []
     for item in callbacks:
         if isinstance(item, Mapping) and is_method(str(item.get("class_path", ""))):
-            methods.append({"class_path": str(item["class_path"]), "init_args": dict(item.get("init_args") or {})})
+            class_path = str(item["class_path"])
+            init_args = current_names(_short(class_path), dict(item.get("init_args") or {}))
+            methods.append({"class_path": class_path, "init_args": init_args})
     return methods
 
 

@@ -1,6 +1,6 @@
 """Channel slimming: turn a ResNet18 whose channels are masked into a physically smaller ResNet18.
 
-Channel pruning here (Early-Bird, :class:`~pruning_callbacks.filters.FilterPruning`) keeps the network's shape and
+Channel pruning here (Early-Bird, :class:`~pruning_callbacks.FilterPruning`) keeps the network's shape and
 zeroes what a pruned channel owns, its BatchNorm ``γ`` and ``β`` among it. A BatchNorm channel with ``γ = β = 0``
 outputs exactly 0 whatever its input, so it can be cut out together with the convolution filter that feeds it and
 the input channels that read it, and the logits do not change (beyond the order of floating-point sums).
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from lit_modules.resnet import BLOCKS_PER_STAGE, STAGES, ResNet18Channels, SlimResNet18, resnet18_from_state_dict
-from pruning_callbacks.io import atomic_torch_save
+from pruning_callbacks.engine.io import atomic_torch_save
 
 FORMAT = "lightning-pruning/slim-resnet18"
 FORMAT_VERSION = 1

@@ -34,10 +34,9 @@ from typing_extensions import override
 
 from analysis.export import dense_size_bytes, export_sparse
 from analysis.flops import FlopCount, layer_flops, sparse_forward_flops
-from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.early_bird import EarlyBird
-from pruning_callbacks.io import atomic_write_text
-from pruning_callbacks.parameters import prunable_parameters
+from pruning_callbacks import EarlyBird, MaskedTraining
+from pruning_callbacks.engine.io import atomic_write_text
+from pruning_callbacks.engine.parameters import prunable_parameters
 
 SUMMARY_VERSION = 1
 MB = 1e6

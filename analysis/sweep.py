@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.summary import is_complete, read_summary
-from pruning_callbacks.io import atomic_write_text
+from pruning_callbacks.engine.io import atomic_write_text
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
 TEST_RESERVE_S = 90.0

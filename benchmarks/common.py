@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pruning_callbacks.io import atomic_write_text
+from pruning_callbacks.engine.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

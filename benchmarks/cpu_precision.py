@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common
 from lit_modules import ResNet18Classifier
 from lit_modules.precision import auto_precision, cpu_computes_bf16
-from pruning_callbacks.io import atomic_write_text
+from pruning_callbacks.engine.io import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ What is compared, all at the same width, from one seeded initialization:
 * ``dense``: the CIFAR ResNet18;
 * ``unstructured_90``: the same network with 90% of its Conv/Linear weights zeroed by global magnitude (what every
   unstructured method here produces); the kernels are dense, so it should run as fast as ``dense``, and no faster;
-* ``inner_30/50/70``: :class:`~pruning_callbacks.filters.FilterPruning`'s default (Li et al. 2017): that share of
+* ``inner_30/50/70``: :class:`~pruning_callbacks.FilterPruning`'s default (Li et al. 2017): that share of
   the filters of the first convolution of every block, by L1 norm, removed by :mod:`analysis.slim`;
 * ``stage_30/50/70``: ``FilterPruning(layers: stage)``: the same plus that share of every stage's residual-stream
   channels, chosen per stage by the L1 norms summed over the stage's writers and removed from all of them.
@@ -40,7 +40,7 @@ from analysis.flops import layer_flops
 from analysis.slim import slim_state_dict
 from benchmarks.common import environment, save_results
 from lit_modules.resnet import ResNet18, SlimResNet18, resnet18_from_state_dict
-from pruning_callbacks.channels import (
+from pruning_callbacks.engine.channels import (
     channel_groups,
     expand_channel_masks,
     filter_l1_norms,
@@ -48,9 +48,9 @@ from pruning_callbacks.channels import (
     residual_streams,
     stream_channel_masks,
 )
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.selection import prune_to_sparsity
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.selection import prune_to_sparsity
 
 SHARES = (0.3, 0.5, 0.7)
 PRECISIONS = ("fp32", "bf16")

@@ -5,7 +5,7 @@ Both sides train the same :class:`~lit_modules.ResNet18Classifier` (width 16, fp
 seed, ``--epoch-steps`` batches per epoch), with 90% global magnitude pruning of every Conv and Linear weight applied
 once:
 
-* ``ours``: :class:`~pruning_callbacks.prune_at_init.PruneAtInit` with ``score="magnitude"``, ``scope="global"`` (one
+* ``ours``: :class:`~pruning_callbacks.PruneAtInit` with ``score="magnitude"``, ``scope="global"`` (one
   top-k over all layers, ``min_weights_per_layer=0`` as in ``torch.nn.utils.prune.global_unstructured``). The mask is
   computed in ``on_fit_start``, before step 0, and kept exact by two ``torch._foreach_mul_`` after each optimizer
   step (weights and momentum); it is saved in the callback's ``state_dict``.
@@ -66,8 +66,8 @@ from benchmarks.common import environment, save_results
 from benchmarks.rigl_step import Batches, StepTimer
 from benchmarks.throughput import interleaved
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.prune_at_init import PruneAtInit
+from pruning_callbacks import PruneAtInit
+from pruning_callbacks.engine.parameters import prunable_parameters
 
 SIDES = ("ours", "theirs")
 SIDE_NAMES = {"ours": "PruneAtInit (this project)", "theirs": "Lightning ModelPruning"}

@@ -1,14 +1,15 @@
 """Time of each pruning computation on the CIFAR ResNet18, through the engine functions the callbacks call.
 
-* ``synflow``, ``snip``, ``grasp``: :meth:`pruning_callbacks.init_pruning.MaskRecipe.masks`, what ``PruneAtInit`` runs
+* ``synflow``, ``snip``, ``grasp``: :meth:`pruning_callbacks.engine.recipes.MaskRecipe.masks`, what ``PruneAtInit`` runs
   (SynFlow with its 100-iteration exponential schedule, data-free, in float64; SNIP and GraSP on one batch of random
   pixels, whose values the time does not depend on);
 * ``magnitude_global``: magnitude scores and one global top-k over all prunable weights
-  (:func:`~pruning_callbacks.selection.prune_to_sparsity`), what a pruning round of ``IterativePruning`` runs;
+  (:func:`~pruning_callbacks.engine.selection.prune_to_sparsity`), what a pruning round of ``IterativePruning`` runs;
 * ``random_erk``: the random ERK mask that ``StaticSparse``, ``SET`` and ``RigL`` start from;
 * ``rigl_update``: one RigL drop-and-grow on every layer, as ``DynamicSparseTraining`` does it at an update step:
-  gradient grow scores, the finiteness check (its one host sync), :func:`~pruning_callbacks.regrowth.drop_and_grow`,
-  a new :class:`~pruning_callbacks.apply.MaskApplier` zeroing weights and momentum, and the grown connections reset.
+  gradient grow scores, the finiteness check (its one host sync),
+  :func:`~pruning_callbacks.engine.regrowth.drop_and_grow`, a new :class:`~pruning_callbacks.engine.apply.MaskApplier`
+  zeroing weights and momentum, and the grown connections reset.
 
 Every timing is bracketed by device synchronizations.
 """
@@ -25,13 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.apply import MaskApplier
-from pruning_callbacks.init_pruning import MaskRecipe
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.regrowth import GrowContext, drop_and_grow, get_grow_score
-from pruning_callbacks.scores import ScoreContext, compute_scores
-from pruning_callbacks.selection import prune_to_sparsity
+from pruning_callbacks.engine.apply import MaskApplier
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.recipes import MaskRecipe
+from pruning_callbacks.engine.regrowth import drop_and_grow
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores
+from pruning_callbacks.engine.selection import prune_to_sparsity
 
 PRUNING_COMPUTATIONS = ("synflow", "snip", "grasp", "magnitude_global", "random_erk", "rigl_update")
 RIGL_DROP_FRACTION = 0.3
@@ -46,7 +47,7 @@ def rigl_update(params: Mapping[str, nn.Parameter], masks: Masks, optimizer: tor
         RuntimeError: If a grow score is not finite (RigL would skip such an update).
     """
     grads = {name: param.grad for name, param in params.items()}
-    scores = get_grow_score("gradient")(GrowContext(params=params, masks=masks, seed=seed, grads=grads))
+    scores = compute_scores("gradient", ScoreContext(params=params, masks=masks, seed=seed, grads=grads))
     if not bool(torch.stack([torch.isfinite(score).all() for score in scores.values()]).all()):
         raise RuntimeError("non-finite RigL grow scores; the benchmark's gradients are broken.")
     regrowth = drop_and_grow(masks, params, scores, RIGL_DROP_FRACTION)

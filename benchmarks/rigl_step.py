@@ -1,10 +1,10 @@
 """Benchmark: RigL's training-step time over static sparse training, averaged over steps including update steps.
 
-Both variants are the real callbacks (:class:`pruning_callbacks.dynamic.RigL` and
-:class:`pruning_callbacks.dynamic.StaticSparse`, same initial 90%-sparse ERK mask) on the same ResNet18, in a real
+Both variants are the real callbacks (:class:`pruning_callbacks.RigL` and
+:class:`pruning_callbacks.StaticSparse`, same initial 90%-sparse ERK mask) on the same ResNet18, in a real
 ``Trainer.fit`` with a TensorBoard logger, fed pre-built batches from memory so that data loading does not drown the
 difference. Each step is timed from ``on_train_batch_start`` to ``on_train_batch_end`` (with a device synchronization
-on a GPU). The timed window holds exactly ``periods * delta_t`` steps after ``warmup``, so it contains exactly
+on a GPU). The timed window holds exactly ``periods * update_every`` steps after ``warmup``, so it contains exactly
 ``periods`` RigL updates: the mean is the average cost per step of the schedule (``t_end`` is 1 here so that updates
 go on through the window). Variants are interleaved over ``rounds`` so that drift hits both equally. Target: RigL
 within 5% of static sparse training.
@@ -15,8 +15,8 @@ steps stall at random and the first figure is noisy; the second is not, and the 
 
 Usage::
 
-    python benchmarks/rigl_step.py                                   # full width, batch 128, delta_t 100 (GPU)
-    python benchmarks/rigl_step.py --width 32 --batch-size 64        # CPU-sized, still delta_t 100
+    python benchmarks/rigl_step.py                                   # full width, batch 128, update_every 100 (GPU)
+    python benchmarks/rigl_step.py --width 32 --batch-size 64        # CPU-sized, still update_every 100
     python benchmarks/rigl_step.py --ci                              # a few steps of a tiny network (smoke test)
 
 Results go to ``benchmarks/results/rigl_step_<device>.json`` and ``.md`` unless ``--no-save``.
@@ -45,18 +45,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import device_name, save_results
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.dynamic import RigL, StaticSparse
+from pruning_callbacks.callbacks.dynamic import RigL, StaticSparse
 
 VARIANTS = ("static", "rigl")
-SETTINGS = ("width", "batch_size", "delta_t", "periods", "rounds", "warmup", "sparsity", "precision", "channels_last")
+SETTINGS = (
+    "width", "batch_size", "update_every", "periods", "rounds", "warmup", "sparsity", "precision", "channels_last",
+)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--delta-t", type=int, default=100, help="steps between RigL updates")
-    parser.add_argument("--periods", type=int, default=2, help="timed update periods (delta_t steps each) per round")
+    parser.add_argument("--update-every", type=int, default=100, help="steps between RigL updates")
+    parser.add_argument(
+        "--periods", type=int, default=2, help="timed update periods (update_every steps each)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the variants")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each run")
     parser.add_argument("--sparsity", type=float, default=0.9)
@@ -67,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
     if args.ci:
-        args.width, args.batch_size, args.delta_t, args.periods, args.rounds, args.warmup = 4, 8, 3, 2, 1, 1
+        args.width, args.batch_size, args.update_every, args.periods, args.rounds, args.warmup = 4, 8, 3, 2, 1, 1
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = args.device.startswith("cuda")
     args.precision = args.precision or ("bf16" if cuda else "32")
@@ -140,14 +144,14 @@ class TimedRigL(RigL):
 
 
 def run(args: argparse.Namespace, variant: str, log_dir: str) -> tuple[list[float], StaticSparse]:
-    """Train one variant for ``warmup + periods * delta_t`` steps; return its timed steps and its callback."""
-    total = args.warmup + args.periods * args.delta_t
+    """Train one variant for ``warmup + periods * update_every`` steps; return its timed steps and its callback."""
+    total = args.warmup + args.periods * args.update_every
     cuda = args.device.startswith("cuda")
     torch.manual_seed(0)
     model = ResNet18Classifier(width=args.width, lr=0.05, lr_scheduler="constant", channels_last=args.channels_last)
     if variant == "rigl":
         method: StaticSparse = TimedRigL(
-            target_sparsity=args.sparsity, delta_t=args.delta_t, t_end=1.0, seed=0, cuda=cuda
+            target_sparsity=args.sparsity, update_every=args.update_every, t_end=1.0, seed=0, cuda=cuda
         )
     else:
         method = StaticSparse(target_sparsity=args.sparsity, seed=0)
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"Command: `{result['command'].strip()}`",
         "",
         f"{result['steps_timed_per_variant']} timed steps per variant, including {result['update_steps_timed']} RigL "
-        "update steps (one every delta_t steps).",
+        "update steps (one every update_every steps).",
         "",
         "| variant | mean step (ms) | median step (ms) | / static (means) |",
         "|---|---|---|---|",

@@ -4,8 +4,8 @@ One process, whatever device is present, sections run in this order (``--section
 
 * ``loop``: a plain PyTorch training loop on the real data path (device-resident uint8 images, batched on-device
   crop/flip, normalization; see :mod:`benchmarks.throughput`): ``dense``; ``masked`` through this project's engine
-  (:class:`~pruning_callbacks.apply.MaskApplier`, random 90%-sparse ERK mask); ``torch_prune``, the same mask the way
-  Lightning's ``ModelPruning`` applies masks (``torch.nn.utils.prune`` re-parametrization); and the dense step plus
+  (:class:`~pruning_callbacks.engine.apply.MaskApplier`, random 90%-sparse ERK mask); ``torch_prune``, the same mask the
+  way Lightning's ``ModelPruning`` applies masks (``torch.nn.utils.prune`` re-parametrization); and the dense step plus
   the classifier's per-step accuracy update, as written (``dense_train_acc``) and without its argument validation
   (``dense_train_acc_unvalidated``), which prices the host sync that validation makes. Steps are timed without host
   syncs (CUDA events), ``--steps`` per variant and round, rounds interleaved (ABBA) to cancel drift.
@@ -130,7 +130,7 @@ SETTINGS = (
     "prune_batch_size",
     "synflow_iterations",
     "prune_repeats",
-    "delta_t",
+    "update_every",
     "sync_first_step",
     "sync_steps",
     "compile_backend",
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prune-batch-size", type=_positive, default=128, help="SNIP and GraSP batch")
     parser.add_argument("--synflow-iterations", type=_positive, default=100)
     parser.add_argument("--prune-repeats", type=_positive, default=1, help="timed runs per computation (median)")
-    parser.add_argument("--delta-t", type=_positive, default=100, help="RigL steps between updates, for its overhead")
+    parser.add_argument("--update-every", type=_positive, default=100, help="RigL steps between updates (overhead)")
     parser.add_argument("--threads", type=_positive, default=None, help="CPU threads of torch (default: torch's)")
     parser.add_argument("--sync-first-step", type=int, default=10, help="host syncs: first step counted")
     parser.add_argument("--sync-steps", type=_positive, default=50, help="host syncs: steps counted")
@@ -324,8 +324,8 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         update_s = pruning["computations"]["rigl_update"]["seconds"]
         # Meaningful at the training width only: the update and the step are timed on the same network then.
         if pruning["width"] == args.width:
-            summary["rigl_overhead_percent_at_delta_t"] = (
-                update_s / (args.delta_t * loop["masked"]["mean_step_s"]) * 100
+            summary["rigl_overhead_percent_at_update_every"] = (
+                update_s / (args.update_every * loop["masked"]["mean_step_s"]) * 100
             )
     syncs = result.get("host_syncs", {})
     if "syncs_per_step" in syncs:

@@ -12,8 +12,8 @@ compilation; ``configure_optimizers`` gives the project's SGD recipe):
 
 * ``dense``: no pruning;
 * ``masked``: this project's engine, a random 90%-sparse ERK mask kept exact by
-  :class:`~pruning_callbacks.apply.MaskApplier` (two ``torch._foreach_mul_`` after each optimizer step; in Lightning
-  through the :class:`~pruning_callbacks.dynamic.StaticSparse` callback);
+  :class:`~pruning_callbacks.engine.apply.MaskApplier` (two ``torch._foreach_mul_`` after each optimizer step; in
+  Lightning through the :class:`~pruning_callbacks.StaticSparse` callback);
 * ``torch_prune``: the same mask applied the way Lightning's ``ModelPruning`` applies masks, through
   ``torch.nn.utils.prune`` re-parametrization (``weight = weight_orig * weight_mask`` rebuilt by a forward pre-hook
   on every call);
@@ -61,11 +61,11 @@ from datamodules.cifar10 import (
     normalize,
 )
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.apply import MaskApplier
-from pruning_callbacks.dynamic import StaticSparse, random_sparse_masks
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.seeding import derive_seed
+from pruning_callbacks.callbacks.dynamic import StaticSparse, random_sparse_masks
+from pruning_callbacks.engine.apply import MaskApplier
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.seeding import derive_seed
 
 EPOCH_IMAGES = 45_000
 """Training images of one CIFAR-10 epoch: 50,000 minus the 5,000 held out for validation."""
@@ -81,7 +81,7 @@ def compile_graphs() -> int:
 
 
 def sparse_masks(model: LightningModule, sparsity: float, seed: int = SEED) -> Masks:
-    """The random ERK mask :class:`~pruning_callbacks.dynamic.StaticSparse` starts from for ``seed``."""
+    """The random ERK mask :class:`~pruning_callbacks.StaticSparse` starts from for ``seed``."""
     params = prunable_parameters(model)
     return random_sparse_masks(params, sparsity, "erk", derive_seed(seed, "sparse_from_scratch", "init"))
 

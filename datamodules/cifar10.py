@@ -6,7 +6,7 @@ https://www.cs.toronto.edu/~kriz/learning-features-2009-TR.pdf) has 50,000 train
 
 Every random choice in training is a pure function of ``(seed, epoch, sample position)``: the shuffle order comes
 from :class:`EpochSeededSampler` and the crop offsets and flips from :func:`augmentation_plan`, both drawn on a
-CPU generator seeded by :func:`pruning_callbacks.seeding.derive_seed`. A resumed run therefore sees exactly the
+CPU generator seeded by :func:`pruning_callbacks.engine.seeding.derive_seed`. A resumed run therefore sees exactly the
 batches an uninterrupted run would have seen, whatever the number of workers, the device or the number of DDP ranks.
 Augmentation runs on whole batches after they reach the device (:meth:`CIFAR10DataModule.on_after_batch_transfer`),
 so the loaders only move uint8 tensors.
@@ -39,9 +39,9 @@ from typing_extensions import override
 
 from datamodules.ood import OOD_LABEL, load_ood_images, prepare_ood, resolve_ood
 from datamodules.subsets import EVAL_SUBSET_SEED, stratified_subset
+from pruning_callbacks.engine.seeding import generator as seeded_generator
+from pruning_callbacks.engine.seeding import global_seed
 from pruning_callbacks.lightning_compat import fit_position
-from pruning_callbacks.seeding import generator as seeded_generator
-from pruning_callbacks.seeding import global_seed
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
@@ -705,7 +705,7 @@ class CIFAR10DataModule(LightningDataModule):
             self._check_model_classes(self.classes)
         self.resolved_seed = self.seed if self.seed is not None else global_seed()
         self._plan = None
-        device = self._root_device()
+        device = self._training_device()
         self.resident = device.type == "cuda" if self.gpu_resident is None else self.gpu_resident
         storage = device if self.resident else torch.device("cpu")
         assert self.train_split is not None and self.test_split is not None
@@ -810,7 +810,7 @@ class CIFAR10DataModule(LightningDataModule):
             f"{expected} class folders in train/ and test/."
         )
 
-    def _root_device(self) -> torch.device:
+    def _training_device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def _replicas(self) -> tuple[int, int]:
@@ -839,7 +839,7 @@ class CIFAR10DataModule(LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=_collate_batched,
-            pin_memory=self._root_device().type == "cuda",
+            pin_memory=self._training_device().type == "cuda",
             drop_last=False,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_leave_stop_signals_to_the_main_process if self.num_workers > 0 else None,

@@ -29,7 +29,7 @@ import torchvision
 from PIL import Image
 from torch import Tensor
 
-from pruning_callbacks.seeding import generator as seeded_generator
+from pruning_callbacks.engine.seeding import generator as seeded_generator
 
 NOISE_SETS = ("gaussian", "uniform")
 DOWNLOAD_SETS = ("cifar100", "svhn")
@@ -100,7 +100,7 @@ def noise_images(kind: str, size: int, seed: int) -> Tensor:
     Args:
         kind: ``gaussian`` (``round(255 * clamp(N(0.5, 0.25^2), 0, 1))`` per pixel) or ``uniform`` (``U{0..255}``).
         size: Number of images.
-        seed: Run seed; the draw comes from ``pruning_callbacks.seeding.generator(seed, "ood", kind)``.
+        seed: Run seed; the draw comes from ``pruning_callbacks.engine.seeding.generator(seed, "ood", kind)``.
 
     Returns:
         ``(size, 3, 32, 32)`` uint8 images on the CPU.

@@ -14,14 +14,14 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassCalibrationError
 
-from analysis.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from datamodules.subsets import rank_share
+from lit_modules.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
 from lit_modules.precision import channels_last_by_default
 from lit_modules.resnet import build_resnet18_layers, resnet18_forward
+from pruning_callbacks.engine.seeding import generator as seeded_generator
+from pruning_callbacks.engine.seeding import global_seed
 from pruning_callbacks.lightning_compat import attached_trainer
-from pruning_callbacks.seeding import generator as seeded_generator
-from pruning_callbacks.seeding import global_seed
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULERS = ("multistep", "cosine", "constant")

@@ -44,9 +44,9 @@ for step in "${STEPS[@]}"; do
                 sweep --config configs/study/lth_reinit.yaml --set "$DENSE_CKPT" \
                   --set "trainer.callbacks.masks_from=$ROOT/lth_late_rewind/seed{seed}" ;;
     oneshot|iterative)
-                for criterion in magnitude random; do
-                  sweep --config "configs/study/$step.yaml" --label "${step}_$criterion" \
-                    --set "trainer.callbacks.criterion=$criterion" --set "$DENSE_CKPT"
+                for score in magnitude random; do
+                  sweep --config "configs/study/$step.yaml" --label "${step}_$score" \
+                    --set "trainer.callbacks.score=$score" --set "$DENSE_CKPT"
                 done ;;
     pai)        for method in synflow snip grasp random_erk random_uniform; do
                   sweep --config "configs/study/$method.yaml"

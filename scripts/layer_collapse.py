@@ -6,7 +6,7 @@ full-width CIFAR ResNet18's prunable weights at which every layer still keeps a 
 ``10^(k/4)``, by bisection (a mask that collapses at ``ρ`` is taken to collapse above it too), and, since a ResNet
 survives losing a layer on one path of a block, also the largest at which the network stays *connected* (a path of
 kept weights from input to output: Tanaka et al.'s positive synaptic flow). The methods run
-through the same engine call as ``PruneAtInit`` (:class:`~pruning_callbacks.init_pruning.MaskRecipe`), all global,
+through the same engine call as ``PruneAtInit`` (:class:`~pruning_callbacks.engine.recipes.MaskRecipe`), all global,
 with the per-layer floor off (``min_weights_per_layer: 0``, as in the papers): random, magnitude, SNIP and GraSP on
 one batch of 128 training images, SynFlow with 100 iterations. The upper bound is one weight per layer.
 
@@ -35,9 +35,9 @@ import torch
 from datamodules import CIFAR10DataModule
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from lit_modules.resnet import ResNet18
-from pruning_callbacks.init_pruning import MaskRecipe
-from pruning_callbacks.io import atomic_write_bytes, atomic_write_text
-from pruning_callbacks.parameters import prunable_parameters
+from pruning_callbacks.engine.io import atomic_write_bytes, atomic_write_text
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.recipes import MaskRecipe
 
 METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
 GRID_STEP = 0.25

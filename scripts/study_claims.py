@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.report import find_summaries
 from analysis.stats import MeanCI, mean_ci
 from analysis.summary import read_summary
-from pruning_callbacks.io import atomic_write_bytes, atomic_write_text
+from pruning_callbacks.engine.io import atomic_write_bytes, atomic_write_text
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 LEVEL = 0.95

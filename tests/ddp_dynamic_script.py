@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 
-from datamodules import CIFAR10DataModule
-from lit_modules import ResNet18Classifier
-from pruning_callbacks.dynamic import SET, RigL
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.callbacks.dynamic import SET, RigL
+from pruning_callbacks.engine.masks import Masks
+from tests.ddp_helpers import ddp_fit
 
 
 def recording(method: type[RigL] | type[SET]) -> Any:
@@ -41,21 +40,8 @@ def recording(method: type[RigL] | type[SET]) -> Any:
 
 def run(method: type[RigL] | type[SET], data_dir: str) -> tuple[int, dict[str, Any]]:
     seed_everything(0)
-    callback = recording(method)(target_sparsity=0.8, delta_t=1, t_end=1.0)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
-    model = ResNet18Classifier(width=4)
-    data = CIFAR10DataModule(data_dir, batch_size=16, val_size=32, train_subset=96, num_workers=0, download=False)
-    trainer.fit(model, datamodule=data)
+    callback = recording(method)(target_sparsity=0.8, update_every=1, t_end=1.0)
+    trainer, model = ddp_fit(callback, data_dir, max_epochs=2, val_size=32, train_subset=96)
     assert callback.masks is not None and callback.initial_masks_seen is not None
     return trainer.global_rank, {
         "masks": callback.masks.state_dict(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from pruning_callbacks.base import MaskedTraining
+from pruning_callbacks import MaskedTraining
 from tests.helpers import REPO
 
 RANK_STATE_DIR = "rank_state"
@@ -80,3 +80,33 @@ def run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:
         output, _ = process.communicate()
         raise subprocess.TimeoutExpired(command, timeout, output=output) from None
     return subprocess.CompletedProcess(command, process.returncode, output, "")
+
+
+def ddp_fit(
+    callback: Callback, data_dir: str, max_epochs: int = 2, val_size: int = 32, train_subset: int = 96
+) -> tuple[Trainer, LightningModule]:
+    """Inside a spawned rank: fit a width-4 ResNet18 with ``callback`` under 2-rank CPU DDP on ``data_dir``.
+
+    What the three DDP test scripts share. The caller seeds first (``seed_everything(0)``), so both ranks build the
+    same model and data.
+    """
+    from datamodules import CIFAR10DataModule
+    from lit_modules import ResNet18Classifier
+
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    model = ResNet18Classifier(width=4)
+    data = CIFAR10DataModule(
+        data_dir, batch_size=16, val_size=val_size, train_subset=train_subset, num_workers=0, download=False
+    )
+    trainer.fit(model, datamodule=data)
+    return trainer, model

@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 
-from datamodules import CIFAR10DataModule
-from lit_modules import ResNet18Classifier
-from pruning_callbacks.init_pruning import mean_over_ranks, training_batches
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.prune_at_init import PruneAtInit
-from pruning_callbacks.scores import ScoreContext, compute_scores
+from pruning_callbacks import PruneAtInit
+from pruning_callbacks.callbacks.batches import mean_over_ranks, training_batches
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores
+from tests.ddp_helpers import ddp_fit
 
 
 class RecordingPruneAtInit(PruneAtInit):
@@ -46,20 +45,7 @@ class RecordingPruneAtInit(PruneAtInit):
 def main(data_dir: str, out_dir: str) -> None:
     seed_everything(0)
     callback = RecordingPruneAtInit(target_sparsity=0.9, score="snip", scope="global", num_batches=1)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
-    model = ResNet18Classifier(width=4)
-    data = CIFAR10DataModule(data_dir, batch_size=16, val_size=0, train_subset=64, num_workers=0, download=False)
-    trainer.fit(model, datamodule=data)
+    trainer, model = ddp_fit(callback, data_dir, max_epochs=1, val_size=0, train_subset=64)
     assert callback.masks is not None
     torch.save(
         {

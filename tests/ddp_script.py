@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
-from datamodules import CIFAR10DataModule
-from lit_modules import ResNet18Classifier
+from tests.ddp_helpers import ddp_fit
 from tests.helpers import EpochPruner
 
 
@@ -21,20 +20,7 @@ def main(data_dir: str, out_dir: str) -> None:
     seed_everything(0)
     # Initial masks are drawn with a different seed on each rank: the base callback must make them agree.
     callback = EpochPruner(fraction=0.3, score="magnitude", rank_dependent_init=True)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
-    model = ResNet18Classifier(width=4)
-    data = CIFAR10DataModule(data_dir, batch_size=16, val_size=32, train_subset=96, num_workers=0, download=False)
-    trainer.fit(model, datamodule=data)
+    trainer, model = ddp_fit(callback, data_dir, max_epochs=2, val_size=32, train_subset=96)
     assert callback.masks is not None
     torch.save(
         {

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import ScoreContext, compute_scores
-from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import prune_fraction, prune_to_sparsity
+from pruning_callbacks import MaskedTraining
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores
+from pruning_callbacks.engine.seeding import derive_seed
+from pruning_callbacks.engine.selection import prune_fraction, prune_to_sparsity
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -112,10 +112,10 @@ ROWS = [
     Row("five_classes_for_a_ten_class_model",
         lambda paths: ["fit", "--config", config("quickstart"), *paths.tiny(paths.five_classes)],
         lambda paths: [str(paths.five_classes), "5 classes", "--model.num_classes is 10", "--model.num_classes 5"]),
-    Row("delta_t_longer_than_the_run", fit("rigl", CALLBACK + "delta_t", "100"),
-        words("RigL", "delta_t 100", "T_end = 4 steps", "the run's 6 optimizer steps", "delta_t to at most 3")),
-    Row("delta_t_longer_than_max_steps", fit("set", CALLBACK + "delta_t", "10", "--trainer.max_steps", "5"),
-        words("SET", "delta_t 10", "T_end <= 3 steps", "trainer.max_steps 5", "delta_t to at most 2")),
+    Row("update_every_longer_than_the_run", fit("rigl", CALLBACK + "update_every", "100"),
+        words("RigL", "update_every 100", "T_end = 4 steps", "the run's 6 optimizer steps", "to at most 3")),
+    Row("update_every_longer_than_max_steps", fit("set", CALLBACK + "update_every", "10", "--trainer.max_steps", "5"),
+        words("SET", "update_every 10", "T_end <= 3 steps", "trainer.max_steps 5", "update_every to at most 2")),
     Row("include_matches_nothing", fit("quickstart_sparse", CALLBACK + "include", "[nothing*]"),
         words("include pattern 'nothing*' matches no prunable parameter", "conv1.weight")),
     Row("exclude_matches_nothing", fit("quickstart_sparse", CALLBACK + "exclude", "[linear, nothing*]"),
@@ -156,7 +156,7 @@ ROWS = [
         lambda paths: ["checkpoint", str(paths.tmp / "missing.ckpt")]),
 ]  # fmt: skip
 
-SUBPROCESS_ROWS = ("rigl_sparsity_90", "five_classes_for_a_ten_class_model", "delta_t_longer_than_the_run")
+SUBPROCESS_ROWS = ("rigl_sparsity_90", "five_classes_for_a_ten_class_model", "update_every_longer_than_the_run")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_modules import ResNet18, ResNet18Classifier
 from pruning_callbacks import Masks, PruneAtInit
-from pruning_callbacks.apply import MaskApplier
+from pruning_callbacks.engine.apply import MaskApplier
 from tests.helpers import EpochPruner
 
 

@@ -65,9 +65,9 @@ CASES = {
     "l1_filter": Case(
         "l1_filter", 2, ["--trainer.callbacks.epochs_per_round", "1", "--trainer.callbacks.finetune_epochs", "1"]
     ),
-    # delta_t 1: on 3 steps an epoch, T_end = 0.75 * 3 leaves mask updates to run under DDP.
-    "rigl": Case("rigl", 1, ["--trainer.callbacks.delta_t", "1"]),
-    "set": Case("set", 1, ["--trainer.callbacks.delta_t", "1"]),
+    # update_every 1: on 3 steps an epoch, T_end = 0.75 * 3 leaves mask updates to run under DDP.
+    "rigl": Case("rigl", 1, ["--trainer.callbacks.update_every", "1"]),
+    "set": Case("set", 1, ["--trainer.callbacks.update_every", "1"]),
     # The ticket is drawn after one epoch (any mask agrees with a threshold of 1.0), pruned and retrained for one.
     "early_bird": Case(
         "early_bird",

@@ -19,10 +19,10 @@ from torch._dynamo.testing import CompileCounter
 
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.apply import MaskApplier
-from pruning_callbacks.dynamic import random_sparse_masks
-from pruning_callbacks.iterative import LotteryTicket
-from pruning_callbacks.parameters import prunable_parameters
+from pruning_callbacks import LotteryTicket
+from pruning_callbacks.callbacks.dynamic import random_sparse_masks
+from pruning_callbacks.engine.apply import MaskApplier
+from pruning_callbacks.engine.parameters import prunable_parameters
 
 
 @pytest.fixture

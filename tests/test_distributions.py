@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pruning_callbacks.distributions import DISTRIBUTIONS, layer_densities, layer_keep_counts
+from pruning_callbacks.engine.distributions import DISTRIBUTIONS, layer_densities, layer_keep_counts
 
 
 def _shapes(**shapes: tuple[int, ...]) -> dict[str, torch.Size]:

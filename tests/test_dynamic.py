@@ -18,8 +18,8 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_callbacks.dynamic import SET, DynamicSparseTraining, RigL, StaticSparse
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.callbacks.dynamic import SET, DynamicSparseTraining, RigL, StaticSparse
+from pruning_callbacks.engine.masks import Masks
 from tests.helpers import REPO, run_two_rank_script, tiny_overrides
 
 
@@ -130,7 +130,7 @@ def run_with_spy(method: DynamicSparseTraining, **kwargs: Any) -> tuple[Spy, Tra
 
 
 def test_rigl_drops_the_smallest_active_weights_and_grows_the_largest_gradients():
-    rigl = RigL(target_sparsity=0.8, delta_t=2, alpha=0.5, t_end=1.0, seed=0)
+    rigl = RigL(target_sparsity=0.8, update_every=2, alpha=0.5, t_end=1.0, seed=0)
     spy, _ = run_with_spy(rigl)
     assert rigl.regrowth_updates == 9  # steps 2, 4, ..., 18 of 20
     for before, after in zip(spy.before, spy.after, strict=True):
@@ -148,7 +148,7 @@ def test_rigl_drops_the_smallest_active_weights_and_grows_the_largest_gradients(
 
 def test_rigl_update_on_a_tiny_layer_by_hand():
     """One update on fc2, recomputed here with plain sorting from the copied weights and gradients."""
-    rigl = RigL(target_sparsity=0.8, delta_t=4, alpha=0.4, t_end=1.0, seed=1, include=["fc2"])
+    rigl = RigL(target_sparsity=0.8, update_every=4, alpha=0.4, t_end=1.0, seed=1, include=["fc2"])
     spy, _ = run_with_spy(rigl, max_epochs=1)  # 10 steps: updates at 4 and 8
     before, after = spy.before[0], spy.after[0]
     mask, weights, grads = before["masks"]["fc2.weight"], before["weights"]["fc2.weight"], before["grads"]["fc2.weight"]
@@ -166,7 +166,7 @@ def test_rigl_update_on_a_tiny_layer_by_hand():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_grown_connections_start_at_zero_with_zero_optimizer_state(optimizer):
-    rigl = RigL(target_sparsity=0.7, delta_t=3, t_end=1.0, seed=0)
+    rigl = RigL(target_sparsity=0.7, update_every=3, t_end=1.0, seed=0)
     spy, _ = run_with_spy(rigl, model=MLP(optimizer))
     assert rigl.regrowth_updates == 6 and sum(spy.after[0]["record"].changed.values()) > 0
     for before, after in zip(spy.before, spy.after, strict=True):
@@ -182,14 +182,14 @@ def test_grown_connections_start_at_zero_with_zero_optimizer_state(optimizer):
 
 
 def test_updates_follow_the_cosine_and_stop_at_t_end():
-    alpha, delta_t = 0.3, 2
-    rigl = RigL(target_sparsity=0.6, distribution="uniform", delta_t=delta_t, alpha=alpha, t_end=0.75, seed=2)
+    alpha, update_every = 0.3, 2
+    rigl = RigL(target_sparsity=0.6, distribution="uniform", update_every=update_every, alpha=alpha, t_end=0.75, seed=2)
     spy, trainer = run_with_spy(rigl)
     total = trainer.global_step
     end_step = math.floor(0.75 * total)
     assert (total, rigl.end_step) == (20, end_step) == (20, 15)
     steps = [after["record"].step for after in spy.after]
-    assert steps == [t for t in range(total) if t % delta_t == 0 and 0 < t < end_step] == [2, 4, 6, 8, 10, 12, 14]
+    assert steps == [t for t in range(total) if t % update_every == 0 and 0 < t < end_step] == [2, 4, 6, 8, 10, 12, 14]
     active = spy.before[0]["masks"].remaining_per_layer()
     numel = spy.before[0]["masks"].numel_per_layer()
     for after in spy.after:
@@ -206,7 +206,7 @@ def test_updates_follow_the_cosine_and_stop_at_t_end():
 
 
 def test_gradient_accumulation_counts_optimizer_steps_not_batches():
-    rigl = RigL(target_sparsity=0.7, delta_t=2, t_end=1.0, seed=0)
+    rigl = RigL(target_sparsity=0.7, update_every=2, t_end=1.0, seed=0)
     spy, trainer = run_with_spy(rigl, accumulate_grad_batches=3, max_epochs=3)
     # 10 batches per epoch, accumulating 3: 4 optimizer steps per epoch (the last one on the epoch's 10th batch).
     assert trainer.global_step == 12 and rigl.end_step == 12
@@ -219,7 +219,7 @@ def test_gradient_accumulation_counts_optimizer_steps_not_batches():
 
 @pytest.mark.parametrize("method", [RigL, SET])
 def test_bf16_mixed_precision(method):
-    callback = method(target_sparsity=0.8, delta_t=2, t_end=1.0, seed=0)
+    callback = method(target_sparsity=0.8, update_every=2, t_end=1.0, seed=0)
     spy, _ = run_with_spy(callback, precision="bf16-mixed")
     assert callback.regrowth_updates == 9
     assert callback.masks.remaining_per_layer() == spy.before[0]["masks"].remaining_per_layer()
@@ -242,7 +242,7 @@ def test_fp16_with_a_grad_scaler_reads_unscaled_gradients_and_skips_an_overflowe
     # On a CPU, precision="16-mixed" becomes bf16; the float16 + GradScaler path is forced with the plugin.
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    rigl = RigL(target_sparsity=0.8, delta_t=2, t_end=1.0, seed=0)
+    rigl = RigL(target_sparsity=0.8, update_every=2, t_end=1.0, seed=0)
     plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=2.0**12))
     with pytest.warns(UserWarning, match="non-finite grow scores at step 4; skipping this mask update"):
         spy, _ = run_with_spy(rigl, model=OverflowAt(step=4), plugins=[plugin])
@@ -258,7 +258,7 @@ def test_fp16_with_a_grad_scaler_reads_unscaled_gradients_and_skips_an_overflowe
 def test_set_growth_is_seeded_by_run_seed_and_step():
     def final_masks(seed: int) -> Masks:
         torch.manual_seed(0)  # the same initial weights: drops follow the weights, growth follows the seed
-        callback = SET(target_sparsity=0.8, delta_t=2, t_end=1.0, seed=seed)
+        callback = SET(target_sparsity=0.8, update_every=2, t_end=1.0, seed=seed)
         fit([callback], max_epochs=1)
         return callback.masks
 
@@ -277,7 +277,8 @@ def test_static_and_dynamic_methods_start_from_the_same_mask():
             starts[type(self.method).__name__] = self.method.masks
 
     static = StaticSparse(target_sparsity=0.8, seed=3)
-    for method in (static, RigL(target_sparsity=0.8, delta_t=2, seed=3), SET(target_sparsity=0.8, delta_t=2, seed=3)):
+    rigl, set_ = RigL(target_sparsity=0.8, update_every=2, seed=3), SET(target_sparsity=0.8, update_every=2, seed=3)
+    for method in (static, rigl, set_):
         fit([method, Start(method)], max_epochs=1)
     assert starts["StaticSparse"] == starts["RigL"] == starts["SET"] == static.masks
     assert static.mask_updates == 1
@@ -305,7 +306,7 @@ class MemoryLogger(Logger):
 
 def test_each_update_logs_changed_connections_and_grown_survival():
     logger = MemoryLogger()
-    rigl = RigL(target_sparsity=0.8, delta_t=5, t_end=1.0, seed=0)
+    rigl = RigL(target_sparsity=0.8, update_every=5, t_end=1.0, seed=0)
     spy, _ = run_with_spy(rigl, logger=logger, log_every_n_steps=100)
     updates = [metrics for _, metrics in logger.metrics if "regrowth/changed" in metrics]
     assert len(updates) == rigl.regrowth_updates == 3
@@ -330,12 +331,12 @@ def _grown(spy: Spy, index: int) -> dict[str, torch.Tensor]:
 
 
 def test_state_dict_holds_the_schedule_and_last_grown_set():
-    rigl = RigL(target_sparsity=0.8, delta_t=2, t_end=1.0, seed=0)
+    rigl = RigL(target_sparsity=0.8, update_every=2, t_end=1.0, seed=0)
     fit([rigl], max_epochs=1)
     state = rigl.state_dict()
     assert state["regrowth"]["end_step"] == 10 and state["regrowth"]["updates"] == 4
     assert state["regrowth"]["last_update_step"] == 8
-    restored = RigL(target_sparsity=0.8, delta_t=2, t_end=1.0)
+    restored = RigL(target_sparsity=0.8, update_every=2, t_end=1.0)
     restored.load_state_dict(state)
     assert restored.masks == rigl.masks and restored.seed == 0
     assert restored.end_step == 10 and restored.regrowth_updates == 4
@@ -362,8 +363,8 @@ def test_an_endless_run_is_a_clear_error():
         ({"target_sparsity": 0.9, "alpha": 1.5}, r"alpha must be in \(0, 1\], got 1.5"),
         ({"target_sparsity": 0.9, "t_end": 0}, r"t_end must be in \(0, 1\], got 0"),
         ({"target_sparsity": 0.9, "t_end": 1.2}, r"t_end must be in \(0, 1\], got 1.2"),
-        ({"target_sparsity": 0.9, "delta_t": 0}, "delta_t must be an integer >= 1, got 0"),
-        ({"target_sparsity": 0.9, "delta_t": 2.5}, "delta_t must be an integer >= 1, got 2.5"),
+        ({"target_sparsity": 0.9, "update_every": 0}, "update_every must be an integer >= 1, got 0"),
+        ({"target_sparsity": 0.9, "update_every": 2.5}, "update_every must be an integer >= 1, got 2.5"),
     ],
 )
 @pytest.mark.parametrize("method", [RigL, SET])
@@ -421,7 +422,7 @@ def test_resume_from_a_mid_schedule_checkpoint_matches_the_uninterrupted_run(tmp
 
     def run(root, *extra: Callback, ckpt_path=None):
         torch.manual_seed(0)
-        callback = method(target_sparsity=0.8, delta_t=3, t_end=0.75, seed=0)
+        callback = method(target_sparsity=0.8, update_every=3, t_end=0.75, seed=0)
         records = Records(callback)
         checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_on_train_epoch_end=True)
         trainer = Trainer(
@@ -464,7 +465,7 @@ def test_sigkill_mid_schedule_then_resume_matches_the_uninterrupted_run(
             "fit", "--config", "configs/rigl.yaml",
             *tiny_overrides(cifar_dir, root, epochs=2),
             "--trainer.deterministic", "true",
-            "--trainer.callbacks.delta_t", "2",
+            "--trainer.callbacks.update_every", "2",
             "--trainer.callbacks.log_chart", "false",
         ]  # fmt: skip
 

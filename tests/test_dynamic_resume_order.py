@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from cli import main
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 from tests.helpers import REPO, tiny_overrides
 
 
@@ -47,7 +47,7 @@ def arguments(cifar_dir: Path, root: Path, *extra: str) -> list[str]:
         *tiny_overrides(cifar_dir, root, epochs=2),
         "--data.num_workers", "2",  # the config's default; tiny_overrides sets 0
         "--trainer.deterministic", "true",
-        "--trainer.callbacks.delta_t", "2",
+        "--trainer.callbacks.update_every", "2",
         "--trainer.callbacks.log_chart", "false",
         *extra,
     ]  # fmt: skip

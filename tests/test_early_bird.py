@@ -17,15 +17,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.channels import (
+from pruning_callbacks.callbacks.early_bird import CHECKPOINT_NAME, EarlyBird, EarlyBirdTracker
+from pruning_callbacks.engine.channels import (
     add_l1_subgradient_,
     bn_scales,
     channel_groups,
     channel_masks,
     expand_channel_masks,
 )
-from pruning_callbacks.early_bird import CHECKPOINT_NAME, EarlyBird, EarlyBirdTracker
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 from tests.helpers import REPO, tiny_overrides
 
 # ----------------------------------------------------------------------------------------------------------------------

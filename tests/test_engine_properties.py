@@ -12,12 +12,12 @@ import math
 import torch
 from torch import nn
 
-from pruning_callbacks.distributions import DISTRIBUTIONS, layer_keep_counts
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import parameter_shapes, prunable_parameters
-from pruning_callbacks.schedules import Iterative
-from pruning_callbacks.scores import ScoreContext, compute_scores
-from pruning_callbacks.selection import prune_fraction, prune_to_sparsity, select_global
+from pruning_callbacks.engine.distributions import DISTRIBUTIONS, layer_keep_counts
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import parameter_shapes, prunable_parameters
+from pruning_callbacks.engine.schedules import Iterative
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores
+from pruning_callbacks.engine.selection import prune_fraction, prune_to_sparsity, select_global
 
 SEEDS = range(6)
 SPARSITIES = (0.0, 0.3, 0.5, 0.9, 0.97)

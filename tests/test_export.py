@@ -23,10 +23,10 @@ from analysis.export import (
 )
 from lit_modules.classifier import ResNet18Classifier
 from lit_modules.resnet import ResNet18
-from pruning_callbacks.io import atomic_torch_save
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.selection import prune_to_sparsity
+from pruning_callbacks.engine.io import atomic_torch_save
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.selection import prune_to_sparsity
 
 
 def pruned_resnet(width: int, sparsity: float, seed: int = 0) -> tuple[ResNet18, Masks]:

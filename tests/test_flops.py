@@ -13,7 +13,7 @@ from analysis.flops import (
 )
 from lit_modules.classifier import ResNet18Classifier
 from lit_modules.resnet import ResNet18
-from pruning_callbacks.parameters import prunable_parameters
+from pruning_callbacks.engine.parameters import prunable_parameters
 
 # Two FLOPs per multiply-add: in_channels * out_channels * kernel area * output pixels.
 CONV_3_TO_8_ON_32 = 2 * 3 * 8 * 9 * 32 * 32
@@ -101,7 +101,7 @@ def test_training_flops_hand_cases() -> None:
     from pruning_callbacks import RigL, StaticSparse
 
     assert StaticSparse(target_sparsity=0.9).training_flops_per_sample(100.0, 1000.0, step=0) == 300.0
-    rigl = RigL(target_sparsity=0.9, delta_t=4)
+    rigl = RigL(target_sparsity=0.9, update_every=4)
     rigl.end_step = 50
     # Before T_end: (3 * 100 * 4 + 2 * 100 + 1000) / (4 + 1); after it, static sparse.
     assert rigl.training_flops_per_sample(100.0, 1000.0, step=10) == 480.0

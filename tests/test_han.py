@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from pruning_callbacks.iterative import HanMagnitude
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.selection import layer_stds, prune_below_std_threshold
+from pruning_callbacks import HanMagnitude
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.selection import layer_stds, prune_below_std_threshold
 
 # Eight weights, one already pruned (the 0.0). Whole tensor, zeros included: mean 0.33125, squared deviations summing
 # to 4.2346875 over n - 1 = 7, std 0.777789. The seven survivors alone: mean 0.378571, std 0.827575.

@@ -12,14 +12,14 @@ import sys
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer
 
-from datamodules import CIFAR10DataModule
-from lit_modules import ResNet18Classifier
-from pruning_callbacks.iterative import HanMagnitude, IterativePruning, LotteryTicket, RoundPlan
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.selection import prune_below_std_threshold
+from pruning_callbacks import HanMagnitude, IterativePruning, LotteryTicket
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.schedules import RoundPlan
+from pruning_callbacks.engine.selection import prune_below_std_threshold
 from tests.helpers import REPO, tiny_overrides
+from tests.tiny import TinyClassifier, fit_tiny
 
 
 class RoundStartSpy(Callback):
@@ -44,27 +44,17 @@ class RoundStartSpy(Callback):
         )
 
 
-def fit(cifar_dir, pruner, tmp_path, **model_kwargs) -> tuple[Trainer, RoundStartSpy]:
-    seed_everything(0)
-    data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=96, num_workers=0, download=False)
+def fit(pruner, tmp_path, extra=(), **model_kwargs) -> tuple[Trainer, RoundStartSpy]:
+    """Fit the shared tiny model with ``pruner`` (and ``extra`` callbacks before it); the round spy runs last."""
     spy = RoundStartSpy(pruner)
-    trainer = Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[pruner, spy],
-    )
-    trainer.fit(ResNet18Classifier(width=4, **model_kwargs), datamodule=data)
+    trainer = fit_tiny([*extra, pruner, spy], tmp_path, model_kwargs=model_kwargs)
     return trainer, spy
 
 
 @pytest.mark.parametrize("scope", ["global", "layerwise"])
-def test_sparsity_after_r_rounds_is_exactly_one_minus_point_eight_to_the_r(cifar_dir, tmp_path, scope):
+def test_sparsity_after_r_rounds_is_exactly_one_minus_point_eight_to_the_r(tmp_path, scope):
     pruner = LotteryTicket(rounds=3, epochs_per_round=1, prune_fraction=0.2, scope=scope)
-    trainer, spy = fit(cifar_dir, pruner, tmp_path)
+    trainer, spy = fit(pruner, tmp_path)
     total = pruner.masks.total
     assert [row["round"] for row in pruner.rows] == [0, 1, 2, 3]
     for row in pruner.rows:
@@ -78,9 +68,9 @@ def test_sparsity_after_r_rounds_is_exactly_one_minus_point_eight_to_the_r(cifar
     assert trainer.current_epoch == 4 and trainer.max_epochs == 4
 
 
-def test_each_round_starts_from_the_rewind_weights_with_fresh_optimizer_and_rewound_lr(cifar_dir, tmp_path):
+def test_each_round_starts_from_the_rewind_weights_with_fresh_optimizer_and_rewound_lr(tmp_path):
     pruner = LotteryTicket(rounds=2, epochs_per_round=3, prune_fraction=0.2, rewind_epoch=1, scope="global")
-    _trainer, spy = fit(cifar_dir, pruner, tmp_path, lr=0.1, milestones=[1], gamma=0.1)
+    _trainer, spy = fit(pruner, tmp_path, lr=0.1, milestones=[1], gamma=0.1)
     assert pruner.plan == RoundPlan(starts=(0, 3, 5), total_epochs=7)
     rewind = pruner.rewind_state
     assert (tmp_path / "rewind_epoch1.pt").exists()
@@ -97,7 +87,7 @@ def test_each_round_starts_from_the_rewind_weights_with_fresh_optimizer_and_rewo
     assert spy.starts[0]["lr"] == pytest.approx(0.1)
 
 
-def test_finetune_keeps_trained_weights_and_restarts_lr_at_finetune_lr(cifar_dir, tmp_path):
+def test_finetune_keeps_trained_weights_and_restarts_lr_at_finetune_lr(tmp_path):
     pruner = LotteryTicket(rounds=1, epochs_per_round=2, prune_fraction=0.5, reset="finetune", finetune_lr=0.03)
     seen = {}
 
@@ -105,12 +95,7 @@ def test_finetune_keeps_trained_weights_and_restarts_lr_at_finetune_lr(cifar_dir
         def on_train_epoch_end(self, trainer, pl_module):
             seen[trainer.current_epoch] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
-    seed_everything(0)
-    data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=96, num_workers=0, download=False)
-    spy = RoundStartSpy(pruner)
-    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      default_root_dir=tmp_path, callbacks=[BeforeTransition(), pruner, spy])  # fmt: skip
-    trainer.fit(ResNet18Classifier(width=4, lr=0.1), datamodule=data)
+    _trainer, spy = fit(pruner, tmp_path, extra=[BeforeTransition()], lr=0.1)
     assert pruner.plan.total_epochs == 4 and pruner.rewind_state is None
     start = spy.starts[1]
     trained = seen[1]
@@ -120,21 +105,21 @@ def test_finetune_keeps_trained_weights_and_restarts_lr_at_finetune_lr(cifar_dir
     assert start["lr"] == pytest.approx(0.03) and start["optimizer_state"] == 0
 
 
-def test_one_shot_and_iterative_to_a_target(cifar_dir, tmp_path):
+def test_one_shot_and_iterative_to_a_target(tmp_path):
     one_shot = IterativePruning(target_sparsity=0.5, epochs_per_round=1)
     iterative = IterativePruning(target_sparsity=0.5, prune_fraction=0.1, epochs_per_round=1, reset="finetune")
     assert one_shot.schedule.rounds == 1
     assert iterative.schedule.rounds == math.ceil(math.log(0.5) / math.log(0.9)) == 7
-    fit(cifar_dir, iterative, tmp_path)
+    fit(iterative, tmp_path)
     total = iterative.masks.total
     assert [row["remaining_weights"] for row in iterative.rows] == [round(total * max(0.9**r, 0.5)) for r in range(8)]
 
 
-def test_random_criterion_prunes_by_seeded_random_scores(cifar_dir, tmp_path):
-    first = IterativePruning(target_sparsity=0.6, criterion="random", scope="layerwise", epochs_per_round=1, seed=3)
-    second = IterativePruning(target_sparsity=0.6, criterion="random", scope="layerwise", epochs_per_round=1, seed=3)
-    fit(cifar_dir, first, tmp_path / "a")
-    fit(cifar_dir, second, tmp_path / "b")
+def test_random_score_prunes_by_seeded_random_scores(tmp_path):
+    first = IterativePruning(target_sparsity=0.6, score="random", scope="layerwise", epochs_per_round=1, seed=3)
+    second = IterativePruning(target_sparsity=0.6, score="random", scope="layerwise", epochs_per_round=1, seed=3)
+    fit(first, tmp_path / "a")
+    fit(second, tmp_path / "b")
     assert first.masks == second.masks and first.masks.remaining() == round(0.4 * first.masks.total)
 
 
@@ -150,12 +135,12 @@ def test_remaining_std_threshold_rule_on_a_hand_computed_layer():
     assert new["w"].tolist() == [False, False, False, False, True, False, False, True]
 
 
-def test_han_from_a_dense_checkpoint_fine_tunes_at_its_lr(cifar_dir, tmp_path):
-    dense = ResNet18Classifier(width=4)
+def test_han_from_a_dense_checkpoint_fine_tunes_at_its_lr(tmp_path):
+    dense = TinyClassifier()
     torch.save(dense.state_dict(), tmp_path / "dense.pt")
-    pruner = HanMagnitude(quality=0.5, iterations=2, finetune_epochs=1, finetune_lr=0.01,
+    pruner = HanMagnitude(quality=0.5, rounds=2, finetune_epochs=1, finetune_lr=0.01,
                           dense_checkpoint=str(tmp_path / "dense.pt"))  # fmt: skip
-    _trainer, spy = fit(cifar_dir, pruner, tmp_path, lr=0.1)
+    _trainer, spy = fit(pruner, tmp_path, lr=0.1)
     assert pruner.plan == RoundPlan(starts=(0, 0, 1), total_epochs=2)
     assert [row["round"] for row in pruner.rows] == [0, 1, 2]
     assert pruner.rows[0]["sparsity"] == 0.0 and pruner.rows[0]["val_acc"] is not None
@@ -181,7 +166,7 @@ def test_han_from_a_dense_checkpoint_fine_tunes_at_its_lr(cifar_dir, tmp_path):
         ({"epochs_per_round": 2}, "give rounds and prune_fraction"),
         ({"rounds": 2, "target_sparsity": 0.5, "prune_fraction": 0.2}, "rounds .* and target_sparsity .* conflict"),
         ({"target_sparsity": 0.5, "reset": "restart"}, "reset must be one of rewind, finetune, reinit, got 'restart'"),
-        ({"target_sparsity": 0.5, "criterion": "taylor"}, "unknown score 'taylor'"),
+        ({"target_sparsity": 0.5, "score": "taylor"}, "unknown score 'taylor'"),
         ({"target_sparsity": 0.5, "scope": "per_layer"}, "scope must be one of global, layerwise"),
         ({"target_sparsity": 0.5, "finetune_lr": 0.0, "reset": "finetune"}, "finetune_lr must be a positive finite"),
         ({"target_sparsity": 0.5, "dense_checkpoint": "missing.ckpt"}, "there is no early point to rewind to"),

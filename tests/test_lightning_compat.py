@@ -1,8 +1,9 @@
-"""Lightning internals are reached through pruning_callbacks/lightning_compat.py only, and behave as it assumes."""
+"""The Lightning internals pruning_callbacks/lightning_compat.py reaches behave as it assumes.
+
+``tests/test_layering.py`` checks that no other module reaches them.
+"""
 
 from __future__ import annotations
-
-import re
 
 import lightning
 import torch
@@ -13,30 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_callbacks.lightning_compat import fit_position, should_log_this_step
-from tests.helpers import REPO
-
-PRIVATE = re.compile(
-    r"(trainer\._\w|\._trainer\b|fit_loop\._|_logger_connector|_apply_batch_transfer_handler|_data_source)"
-)
-# LightningCLI's own extension points are private methods; overriding them is the CLI's business.
-CLI_OVERRIDES = ("def _instantiate_trainer", "def _parse_ckpt_path", "super()._instantiate_trainer", "super()._parse")
 
 
 def test_the_supported_lightning_versions():
     assert Version("2.4") <= Version(lightning.__version__) < Version("2.7"), lightning.__version__
-
-
-def test_no_module_but_the_compat_module_touches_lightning_internals():
-    offenders = []
-    for path in sorted(REPO.glob("**/*.py")):
-        relative = path.relative_to(REPO)
-        if relative.parts[0] in ("tests", "benchmarks", ".git") or relative.name == "lightning_compat.py":
-            continue
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            code = line.split("#", 1)[0]
-            if PRIVATE.search(code) and not any(allowed in code for allowed in CLI_OVERRIDES):
-                offenders.append(f"{relative}:{number}: {line.strip()}")
-    assert not offenders, "\n".join(offenders)
 
 
 class Tiny(LightningModule):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 
 
 def _example() -> Masks:

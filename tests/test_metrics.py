@@ -1,4 +1,4 @@
-"""Evaluation metrics (analysis.metrics) on hand-computed cases, and the GradientNormMonitor callback."""
+"""Evaluation metrics (lit_modules.metrics, engine.flow) by hand, and the GradientNormMonitor callback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from analysis.metrics import (
-    effective_grad_norm,
+from lit_modules.metrics import (
     expected_calibration_error,
     fgsm,
     msp_scores,
@@ -20,8 +19,8 @@ from analysis.metrics import (
     ood_auroc,
     pgd,
 )
-from pruning_callbacks import MaskedTraining, Masks
-from pruning_callbacks.monitor import GradientNormMonitor
+from pruning_callbacks import GradientNormMonitor, MaskedTraining, Masks
+from pruning_callbacks.engine.flow import effective_grad_norm
 
 # ------------------------------------------------------------------------------------------------ calibration
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_callbacks.parameters import parameter_shapes, prunable_parameters
+from pruning_callbacks.engine.parameters import parameter_shapes, prunable_parameters
 
 
 class Tiny(nn.Module):

@@ -10,18 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_callbacks.early_bird import EarlyBird
-from pruning_callbacks.init_pruning import (
+from pruning_callbacks import EarlyBird
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.recipes import (
     MaskRecipe,
     exponential_keep_counts,
     iterative_global_prune,
     select_global_with_floor,
 )
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.scores import ScoreContext, compute_scores
-from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import select_global
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores
+from pruning_callbacks.engine.seeding import derive_seed
+from pruning_callbacks.engine.selection import select_global
 from tests.test_prune_at_init_scores import (
     TEMPERATURE,
     all_samples,
@@ -252,7 +252,7 @@ BAD_RECIPES = [
 
 @pytest.mark.parametrize(("kwargs", "message"), BAD_RECIPES)
 def test_bad_prune_at_init_options_fail_at_construction_in_one_line(kwargs, message):
-    from pruning_callbacks.prune_at_init import PruneAtInit
+    from pruning_callbacks.callbacks.prune_at_init import PruneAtInit
 
     with pytest.raises(ValueError, match=message) as error:
         PruneAtInit(**{"target_sparsity": 0.9, **kwargs})

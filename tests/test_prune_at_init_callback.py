@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
-from pruning_callbacks import prune_at_init
-from pruning_callbacks.prune_at_init import PruneAtInit
+from pruning_callbacks import PruneAtInit
+from pruning_callbacks.callbacks import prune_at_init
 
 
 def loader(n: int = 32, batch_size: int = 16, seed: int = 0, scale: float = 1.0) -> DataLoader:

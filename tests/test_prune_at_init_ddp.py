@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from lit_modules import ResNet18Classifier
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import ScoreContext, compute_scores
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores
 from tests.helpers import run_two_rank_script
 
 

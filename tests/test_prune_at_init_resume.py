@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cli import main
-from pruning_callbacks.prune_at_init import PruneAtInit
+from pruning_callbacks import PruneAtInit
 from tests.helpers import REPO, tiny_overrides
 
 
@@ -22,7 +22,7 @@ def arguments(cifar_dir, root, *extra: str) -> list[str]:
         "fit", "--config", str(REPO / "configs" / "snip.yaml"),
         *tiny_overrides(cifar_dir, root, epochs=2),
         "--data.gpu_resident", "true",
-        "--trainer.callbacks+=pruning_callbacks.early_bird.EarlyBird", "--trainer.callbacks.target_sparsity=0.5",
+        "--trainer.callbacks+=pruning_callbacks.EarlyBird", "--trainer.callbacks.target_sparsity=0.5",
         "--trainer.callbacks.granularity=unstructured",
         "--trainer.callbacks.window=2", "--trainer.callbacks.threshold=0.5",
         *extra,

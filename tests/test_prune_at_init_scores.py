@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import ScoreContext, compute_scores, get_score, needs_batches
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores, get_score, needs_batches
 
 TEMPERATURE = 200.0
 

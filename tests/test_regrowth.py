@@ -7,17 +7,10 @@ import math
 import pytest
 import torch
 
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.regrowth import (
-    GROW_SCORES,
-    GrowContext,
-    drop_and_grow,
-    drop_smallest,
-    get_grow_score,
-    grow_largest,
-    register_grow_score,
-    regrowth_count,
-)
+from pruning_callbacks.engine import regrowth
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.regrowth import drop_and_grow, drop_smallest, grow_largest, regrowth_count
+from pruning_callbacks.engine.scores import SCORES, ScoreContext, compute_scores, register_score
 
 
 def test_regrowth_count_is_floor_of_fraction_of_active_capped_by_inactive():
@@ -137,29 +130,41 @@ def test_gradient_grow_score_is_absolute_dense_gradient():
     params = {"a": torch.zeros(2, 2), "b": torch.zeros(3)}
     masks = Masks.dense(params)
     grads = {"a": torch.tensor([[-2.0, 1.0], [0.5, -0.25]]), "b": None}
-    scores = get_grow_score("gradient")(GrowContext(params, masks, seed=0, grads=grads))
+    scores = compute_scores("gradient", ScoreContext(params, masks, seed=0, grads=grads))
     assert torch.equal(scores["a"], grads["a"].abs()) and torch.equal(scores["b"], torch.zeros(3))
-    with pytest.raises(ValueError, match="grow score 'gradient' needs the dense gradients"):
-        get_grow_score("gradient")(GrowContext(params, masks, seed=0))
+    with pytest.raises(ValueError, match="score 'gradient' needs the dense gradients"):
+        compute_scores("gradient", ScoreContext(params, masks, seed=0))
 
 
 def test_random_grow_score_is_a_pure_function_of_the_seed():
     params = {"a": torch.zeros(4, 4), "b": torch.zeros(8)}
     masks = Masks.dense(params)
-    first = get_grow_score("random")(GrowContext(params, masks, seed=11))
-    again = get_grow_score("random")(GrowContext(params, masks, seed=11))
-    other = get_grow_score("random")(GrowContext(params, masks, seed=12))
+    first = compute_scores("random", ScoreContext(params, masks, seed=11))
+    again = compute_scores("random", ScoreContext(params, masks, seed=11))
+    other = compute_scores("random", ScoreContext(params, masks, seed=12))
     assert all(torch.equal(first[name], again[name]) for name in params)
     assert not torch.equal(first["a"], other["a"])
     assert all(0 <= float(value.min()) and float(value.max()) < 1 for value in first.values())
 
 
-def test_grow_score_registry_fails_with_the_known_names():
-    assert {"gradient", "random"} <= set(GROW_SCORES)
-    with pytest.raises(ValueError, match="unknown grow score 'momentum'; known grow scores: gradient, random"):
-        get_grow_score("momentum")
-    with pytest.raises(ValueError, match="grow score 'random' is already registered"):
-        register_grow_score("random")
+def test_grow_scores_live_in_the_one_score_registry():
+    assert {"gradient", "random", "magnitude", "snip", "grasp", "synflow"} <= set(SCORES)
+    with pytest.raises(ValueError, match="score 'random' is already registered"):
+        register_score("random")
+
+
+def test_the_old_grow_score_names_still_work_with_a_deprecation_warning():
+    params = {"a": torch.zeros(2, 2)}
+    masks = Masks.dense(params)
+    grads = {"a": torch.tensor([[-2.0, 1.0], [0.5, -0.25]])}
+    with pytest.warns(DeprecationWarning, match="one score registry"):
+        context = regrowth.GrowContext(params, masks, seed=0, grads=grads)
+    with pytest.warns(DeprecationWarning, match="use pruning_callbacks.engine.scores.get_score"):
+        score = regrowth.get_grow_score("gradient")
+    assert torch.equal(score(context)["a"], grads["a"].abs())
+    assert regrowth.GROW_SCORES is SCORES
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown score 'momentum'"):
+        regrowth.get_grow_score("momentum")
 
 
 def test_fraction_one_moves_every_movable_connection():

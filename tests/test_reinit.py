@@ -5,22 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning_callbacks.iterative import ROUND_MASKS_DIR, LotteryTicket, RoundPlan
-from pruning_callbacks.masks import Masks
+from pruning_callbacks import LotteryTicket
+from pruning_callbacks.callbacks.round_records import ROUND_MASKS_DIR
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.schedules import RoundPlan
 from tests.test_iterative import fit
 
 
-def first_round_start(cifar_dir, tmp_path, **kwargs):
+def first_round_start(tmp_path, **kwargs):
     pruner = LotteryTicket(rounds=1, epochs_per_round=2, prune_fraction=0.5, scope="global", **kwargs)
-    _trainer, spy = fit(cifar_dir, pruner, tmp_path)
+    _trainer, spy = fit(pruner, tmp_path)
     return pruner, spy.starts[0]["weights"], spy.starts[1]
 
 
-def test_reinit_keeps_the_tickets_mask_but_draws_new_seeded_weights(cifar_dir, tmp_path):
-    _ticket, theta0, ticket_start = first_round_start(cifar_dir, tmp_path / "rewind")
-    control, _, control_start = first_round_start(cifar_dir, tmp_path / "reinit", reset="reinit", seed=5)
-    _again, _, again_start = first_round_start(cifar_dir, tmp_path / "again", reset="reinit", seed=5)
-    _other, _, other_start = first_round_start(cifar_dir, tmp_path / "other", reset="reinit", seed=6)
+def test_reinit_keeps_the_tickets_mask_but_draws_new_seeded_weights(tmp_path):
+    _ticket, theta0, ticket_start = first_round_start(tmp_path / "rewind")
+    control, _, control_start = first_round_start(tmp_path / "reinit", reset="reinit", seed=5)
+    _again, _, again_start = first_round_start(tmp_path / "again", reset="reinit", seed=5)
+    _other, _, other_start = first_round_start(tmp_path / "other", reset="reinit", seed=6)
     assert control.plan == RoundPlan(starts=(0, 2), total_epochs=4)  # a reinit round trains from epoch 0
     # Same dense round 0, so the same magnitude mask as the ticket's.
     assert control_start["masks"] == ticket_start["masks"] == other_start["masks"]
@@ -41,9 +43,9 @@ def test_reinit_keeps_the_tickets_mask_but_draws_new_seeded_weights(cifar_dir, t
     assert control_start["optimizer_state"] == 0
 
 
-def test_masks_from_takes_each_rounds_masks_from_the_run_that_saved_them(cifar_dir, tmp_path):
+def test_masks_from_takes_each_rounds_masks_from_the_run_that_saved_them(tmp_path):
     ticket = LotteryTicket(rounds=2, epochs_per_round=1, prune_fraction=0.5, scope="global")
-    fit(cifar_dir, ticket, tmp_path / "ticket")
+    fit(ticket, tmp_path / "ticket")
     saved = {r: torch.load(tmp_path / "ticket" / ROUND_MASKS_DIR / f"round{r}.pt", weights_only=True) for r in (1, 2)}
     assert Masks(saved[2]) == ticket.masks
     # Replace round 1 with different masks at the same sparsity: the control must take those, not recompute.
@@ -51,22 +53,22 @@ def test_masks_from_takes_each_rounds_masks_from_the_run_that_saved_them(cifar_d
     torch.save(flipped, tmp_path / "ticket" / ROUND_MASKS_DIR / "round1.pt")
     control = LotteryTicket(rounds=2, epochs_per_round=1, prune_fraction=0.5, scope="global", reset="reinit",
                             masks_from=str(tmp_path / "ticket"))  # fmt: skip
-    _trainer, spy = fit(cifar_dir, control, tmp_path / "control")
+    _trainer, spy = fit(control, tmp_path / "control")
     assert spy.starts[1]["masks"] == Masks(flipped)
     assert spy.starts[2]["masks"] == Masks(saved[2]) == control.masks
 
 
-def test_masks_from_refuses_another_schedule_and_missing_rounds(cifar_dir, tmp_path):
+def test_masks_from_refuses_another_schedule_and_missing_rounds(tmp_path):
     ticket = LotteryTicket(rounds=1, epochs_per_round=1, prune_fraction=0.5, scope="global")
-    fit(cifar_dir, ticket, tmp_path / "ticket")
+    fit(ticket, tmp_path / "ticket")
     other = LotteryTicket(rounds=1, epochs_per_round=1, prune_fraction=0.2, reset="reinit",
                           masks_from=str(tmp_path / "ticket"))  # fmt: skip
     with pytest.raises(ValueError, match=r"round 1 of this run's schedule prunes .*; use the same rounds"):
-        fit(cifar_dir, other, tmp_path / "other")
+        fit(other, tmp_path / "other")
     longer = LotteryTicket(rounds=2, epochs_per_round=1, prune_fraction=0.5, scope="global", reset="reinit",
                            masks_from=str(tmp_path / "ticket"))  # fmt: skip
     with pytest.raises(ValueError, match=r"masks_from has no masks for round 2: .* \(found: round1.pt\)"):
-        fit(cifar_dir, longer, tmp_path / "longer")
+        fit(longer, tmp_path / "longer")
 
 
 @pytest.mark.parametrize(

@@ -183,8 +183,8 @@ FAMILIES = {
         "l1_filter",
         ["--trainer.callbacks.epochs_per_round", "1", "--trainer.callbacks.finetune_epochs", "1"],
     ),
-    "rigl": ("rigl", ["--trainer.callbacks.delta_t", "3"]),
-    "set": ("set", ["--trainer.callbacks.delta_t", "3"]),
+    "rigl": ("rigl", ["--trainer.callbacks.update_every", "3"]),
+    "set": ("set", ["--trainer.callbacks.update_every", "3"]),
     "early_bird": ("early_bird", ["--trainer.callbacks.window", "2", "--trainer.callbacks.threshold", "1.0"]),
 }
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from pruning_callbacks.distributions import layer_keep_counts
-from pruning_callbacks.scheduled import ScheduledPruning
+from pruning_callbacks import ScheduledPruning
+from pruning_callbacks.engine.distributions import layer_keep_counts
 from tests.helpers import REPO, tiny_overrides
 from tests.test_dynamic import MLP, fit
 
@@ -32,7 +32,7 @@ class SparsitySpy(Callback):
 def test_zhu_gupta_cubic_schedule_by_hand():
     pruner = ScheduledPruning(final_sparsity=0.8, begin=0.1, end=0.5, update_every=10)
     pruner.steps = (10, 50)
-    from pruning_callbacks.schedules import Polynomial
+    from pruning_callbacks.engine.schedules import Polynomial
 
     pruner.schedule = Polynomial(0.0, 0.8, 10, 50, 10, 3.0)
     # s_t = 0.8 (1 - (1 - (t - 10) / 40)^3)

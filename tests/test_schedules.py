@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pruning_callbacks.schedules import CosineDecay, Iterative, OneShot, Polynomial
+from pruning_callbacks.engine.schedules import CosineDecay, Iterative, OneShot, Polynomial
 
 # OneShot
 
@@ -69,7 +69,7 @@ def test_iterative_validation() -> None:
 
 
 def test_polynomial_zhu_gupta() -> None:
-    schedule = Polynomial(initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, end_step=100, frequency=10)
+    schedule = Polynomial(initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, end_step=100, update_every=10)
     # s_t = 0.8 + (0 - 0.8) * (1 - t / 100) ** 3
     assert schedule.sparsity_at(0) == 0.0
     assert schedule.sparsity_at(25) == pytest.approx(0.8 - 0.8 * 0.75**3)  # 0.4625
@@ -81,7 +81,7 @@ def test_polynomial_zhu_gupta() -> None:
 
 
 def test_polynomial_offset_and_linear() -> None:
-    schedule = Polynomial(0.5, 0.9, begin_step=100, end_step=200, frequency=25, power=1)
+    schedule = Polynomial(0.5, 0.9, begin_step=100, end_step=200, update_every=25, power=1)
     assert schedule.sparsity_at(50) == 0.5
     assert schedule.sparsity_at(150) == pytest.approx(0.7)
     assert [schedule.is_update_step(t) for t in (75, 100, 125, 130, 200, 225)] == [
@@ -99,7 +99,7 @@ def test_polynomial_validation() -> None:
         Polynomial(0.5, 0.2, 0, 100, 10)
     with pytest.raises(ValueError, match=r"^Polynomial.end_step must be an integer >= 11, got 10.$"):
         Polynomial(0.0, 0.5, 10, 10, 1)
-    with pytest.raises(ValueError, match=r"^Polynomial.frequency must divide end_step - begin_step = 100"):
+    with pytest.raises(ValueError, match=r"^Polynomial.update_every must divide end_step - begin_step = 100"):
         Polynomial(0.0, 0.5, 0, 100, 30)
     with pytest.raises(ValueError, match=r"^Polynomial.power must be > 0, got 0.$"):
         Polynomial(0.0, 0.5, 0, 100, 10, power=0)
@@ -109,7 +109,7 @@ def test_polynomial_validation() -> None:
 
 
 def test_cosine_decay() -> None:
-    schedule = CosineDecay(alpha=0.3, end_step=1000, update_interval=100)
+    schedule = CosineDecay(alpha=0.3, end_step=1000, update_every=100)
     assert schedule.fraction_at(0) == pytest.approx(0.3)
     assert schedule.fraction_at(250) == pytest.approx(0.15 * (1 + math.sqrt(0.5)))
     assert schedule.fraction_at(500) == pytest.approx(0.15)
@@ -131,7 +131,17 @@ def test_cosine_decay_validation() -> None:
         CosineDecay(alpha=1.5, end_step=100)
     with pytest.raises(ValueError, match=r"^CosineDecay.end_step must be an integer >= 1, got 0.$"):
         CosineDecay(end_step=0)
-    with pytest.raises(ValueError, match=r"^CosineDecay.update_interval must be an integer >= 1, got 0.$"):
-        CosineDecay(end_step=10, update_interval=0)
+    with pytest.raises(ValueError, match=r"^CosineDecay.update_every must be an integer >= 1, got 0.$"):
+        CosineDecay(end_step=10, update_every=0)
     with pytest.raises(TypeError):
         CosineDecay(0.3, 1000)  # type: ignore[misc]
+
+
+def test_the_old_update_period_names_still_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="Polynomial.frequency is now called update_every"):
+        old = Polynomial(0.0, 0.8, begin_step=0, end_step=100, frequency=10)
+    assert old == Polynomial(0.0, 0.8, begin_step=0, end_step=100, update_every=10)
+    with pytest.warns(DeprecationWarning, match="CosineDecay.update_interval is now called update_every"):
+        assert CosineDecay(end_step=10, update_interval=5).update_every == 5
+    with pytest.raises(ValueError, match="give update_every or its old name update_interval, not both"):
+        CosineDecay(end_step=10, update_interval=5, update_every=5)

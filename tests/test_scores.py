@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import SCORES, ScoreContext, compute_scores, get_score, register_score
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import SCORES, ScoreContext, compute_scores, get_score, register_score
 
 
 def _context(seed: int = 0, dtype: torch.dtype = torch.float32) -> ScoreContext:
@@ -30,7 +30,7 @@ def test_duplicate_registration_is_an_error() -> None:
 
 
 def test_register_and_compute_new_score(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pruning_callbacks.scores.SCORES", dict(SCORES))
+    monkeypatch.setattr("pruning_callbacks.engine.scores.SCORES", dict(SCORES))
 
     @register_score("negated")
     def negated(context: ScoreContext) -> dict[str, torch.Tensor]:
@@ -70,7 +70,7 @@ def test_random_does_not_touch_the_global_rng() -> None:
 
 
 def test_compute_scores_validates_keys_and_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pruning_callbacks.scores.SCORES", dict(SCORES))
+    monkeypatch.setattr("pruning_callbacks.engine.scores.SCORES", dict(SCORES))
 
     @register_score("missing_layer")
     def missing_layer(context: ScoreContext) -> dict[str, torch.Tensor]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.selection import (
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.selection import (
     SCOPES,
     prune_fraction,
     prune_to_sparsity,

@@ -15,15 +15,15 @@ from analysis.export import main as export_main
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
 from lit_modules.resnet import ResNet18, ResNet18Channels, SlimResNet18, resnet18_from_state_dict
-from pruning_callbacks.channels import (
+from pruning_callbacks import FilterPruning
+from pruning_callbacks.engine.channels import (
     channel_groups,
     filter_l1_norms,
     layer_channel_masks,
     residual_streams,
     stream_channel_masks,
 )
-from pruning_callbacks.filters import FilterPruning
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The filter rule of Li et al. 2017, by hand.
@@ -228,8 +228,8 @@ def test_stream_rule_prunes_the_same_channels_from_every_writer_by_summed_scores
     assert all(masks[key].tolist() == [True, False] for key in keys)
 
 
-def test_filter_pruning_random_criterion_and_all_layers(cifar_dir, tmp_path):
-    _, pruner, _ = _fit_filters(cifar_dir, tmp_path, criterion="random", layers="all", seed=3)
+def test_filter_pruning_random_score_and_all_layers(cifar_dir, tmp_path):
+    _, pruner, _ = _fit_filters(cifar_dir, tmp_path, score="random", layers="all", seed=3)
     assert len(pruner._groups) == 20  # every BatchNorm of a ResNet18 has its own producing convolution
     assert pruner.channel_sparsity() == pytest.approx(0.5)
 
@@ -237,7 +237,7 @@ def test_filter_pruning_random_criterion_and_all_layers(cifar_dir, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"criterion": "magnitude"}, "criterion must be one of l1, random"),
+        ({"score": "magnitude"}, "score must be one of l1, random"),
         ({"layers": "first"}, "layers must be one of inner, stage, all"),
         ({"channel_sparsity": 1.0}, r"channel_sparsity must be in \(0, 1\), got 1.0"),
     ],
@@ -301,7 +301,7 @@ def test_latency_benchmark_ci_mode_compares_every_model_in_every_cell():
 
 
 def test_an_early_bird_ticket_slims_with_equal_logits(cifar_dir, tmp_path):
-    from pruning_callbacks.early_bird import EarlyBird
+    from pruning_callbacks.callbacks.early_bird import EarlyBird
 
     seed_everything(0)
     data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=64, num_workers=0, download=False)

@@ -78,7 +78,7 @@ def test_a_dense_run_and_a_multi_round_run(cifar_dir, tmp_path):
 
 def test_rigl_counts_its_dense_gradients(cifar_dir, tmp_path):
     _, _, rigl = fit_and_test(
-        str(REPO / "configs" / "rigl.yaml"), cifar_dir, tmp_path, "--trainer.callbacks.delta_t", "2"
+        str(REPO / "configs" / "rigl.yaml"), cifar_dir, tmp_path, "--trainer.callbacks.update_every", "2"
     )
     flops = rigl["flops"]
     # 6 steps, T_end = floor(0.75 * 6) = 4; the epoch's middle step is 3 < 4, so the whole epoch is counted at

@@ -29,7 +29,8 @@ def test_values_split_on_top_level_commas_only():
 
 def test_settings_parse_and_bad_ones_are_named():
     assert parse_setting("trainer.callbacks.target_sparsity=0.9,0.99") == (
-        "trainer.callbacks.target_sparsity", ["0.9", "0.99"]
+        "trainer.callbacks.target_sparsity",
+        ["0.9", "0.99"],
     )
     assert parse_setting("--model.lr=0.1") == ("model.lr", ["0.1"])
     with pytest.raises(ValueError, match="KEY=V1,V2"):

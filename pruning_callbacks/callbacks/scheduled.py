@@ -4,8 +4,8 @@ Zhu & Gupta 2017, "To prune, or not to prune: exploring the efficacy of pruning 
 (https://arxiv.org/abs/1710.01878): from step ``t0`` the sparsity rises along
 ``s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n Δt))^3`` and every ``Δt`` steps the lowest-magnitude weights are
 masked to the current ``s_t``, until ``t0 + n Δt``; training goes on at the final sparsity. As in jaxpruner, the
-method is data: a score (``magnitude`` for GMP), a schedule (:class:`~pruning_callbacks.schedules.Polynomial`) and a
-distribution (``uniform``: every layer at ``s_t``, as the paper's TensorFlow ``model_pruning`` library does per
+method is data: a score (``magnitude`` for GMP), a schedule (:class:`~pruning_callbacks.engine.schedules.Polynomial`)
+and a distribution (``uniform``: every layer at ``s_t``, as the paper's TensorFlow ``model_pruning`` library does per
 weight tensor). ``begin`` and ``end`` are fractions of training, resolved once against the trainer's total
 optimizer steps and kept in the checkpoint; ``begin == end`` prunes once, to the final sparsity, at that point.
 """
@@ -21,21 +21,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.schedules import Polynomial
-from pruning_callbacks.scores import ScoreContext, compute_scores, get_score, needs_batches
-from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import check_pruning_request, prune_to_sparsity
-
-
-def _check_fraction(
-    name: str, value: object, low: float, high: float, allowed: str, low_open: bool = False, high_open: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
-    if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
-        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
+from pruning_callbacks.callbacks.base import MaskedTraining
+from pruning_callbacks.engine.checks import check_number
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.schedules import Polynomial
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores, get_score, needs_batches
+from pruning_callbacks.engine.seeding import derive_seed
+from pruning_callbacks.engine.selection import check_pruning_request, prune_to_sparsity
 
 
 class ScheduledPruning(MaskedTraining):
@@ -58,10 +50,10 @@ class ScheduledPruning(MaskedTraining):
         score: A registered data-free score: ``magnitude`` (GMP) or ``random``.
         scope: ``layerwise`` (every layer at ``s_t``, the paper) or ``global`` (one ranking over all layers).
         distribution: Layer densities for ``scope: layerwise`` (``uniform``, ``erk``, ...).
-        include: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        exclude: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        seed: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
+        include: See :class:`~pruning_callbacks.MaskedTraining`.
+        exclude: See :class:`~pruning_callbacks.MaskedTraining`.
+        seed: See :class:`~pruning_callbacks.MaskedTraining`.
+        log_chart: See :class:`~pruning_callbacks.MaskedTraining`.
 
     Raises:
         ValueError: For a sparsity, fraction, period or power out of range, an unknown or data-dependent score, or
@@ -86,10 +78,10 @@ class ScheduledPruning(MaskedTraining):
         log_chart: bool = True,
     ) -> None:
         super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
-        _check_fraction("final_sparsity", final_sparsity, 0.0, 1.0, "(0, 1)", low_open=True, high_open=True)
-        _check_fraction("initial_sparsity", initial_sparsity, 0.0, final_sparsity, f"[0, {final_sparsity:g}]")
-        _check_fraction("begin", begin, 0.0, 1.0, "[0, 1)", high_open=True)
-        _check_fraction("end", end, begin, 1.0, f"[{begin:g}, 1]")
+        check_number("final_sparsity", final_sparsity, 0.0, 1.0, low_open=True, high_open=True)
+        check_number("initial_sparsity", initial_sparsity, 0.0, final_sparsity)
+        check_number("begin", begin, 0.0, 1.0, high_open=True)
+        check_number("end", end, begin, 1.0)
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
             raise ValueError(f"update_every must be an integer >= 1, got {update_every!r}")
         if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < math.inf:

@@ -1,7 +1,8 @@
 """Masks from a score at initialization: the pipeline shared by ``PruneAtInit`` and ``EarlyBird``.
 
 A :class:`MaskRecipe` is plain, validated data (what a config says); :meth:`MaskRecipe.masks` turns it into masks with
-the engine: scores (:mod:`~pruning_callbacks.scores`) -> exact selection (:mod:`~pruning_callbacks.selection`),
+the engine: scores (:mod:`~pruning_callbacks.engine.scores`) -> exact selection
+(:mod:`~pruning_callbacks.engine.selection`),
 
 * in ``global`` scope, in ``iterations`` rounds of the exponential schedule ``d_k = d^(k/n)`` of SynFlow (Tanaka et
   al. 2020, https://arxiv.org/abs/2006.05467), each an exact global top-k that never empties a layer
@@ -10,9 +11,6 @@ the engine: scores (:mod:`~pruning_callbacks.scores`) -> exact selection (:mod:`
 * with ``ratio_from``, with the per-layer counts of another method's global mask and positions chosen again by
   ``score`` (random positions: the "SNIP ratio" and "GraSP ratio" of Liu et al. 2022,
   https://arxiv.org/abs/2202.02643).
-
-The helpers that need a trainer (:func:`training_batches`, :func:`mean_over_ranks`) fetch the batches a
-data-dependent score reads and average over DDP ranks.
 """
 
 from __future__ import annotations
@@ -22,15 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from lightning.pytorch import Trainer
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from pruning_callbacks.distributions import check_target_sparsity
-from pruning_callbacks.lightning_compat import fit_dataloader_source
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import (
+from pruning_callbacks.engine.checks import check_int
+from pruning_callbacks.engine.distributions import check_target_sparsity
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import (
     BN_MODES,
     GRASP_TEMPERATURE,
     SCORES,
@@ -39,8 +34,8 @@ from pruning_callbacks.scores import (
     get_score,
     needs_batches,
 )
-from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import (
+from pruning_callbacks.engine.seeding import derive_seed
+from pruning_callbacks.engine.selection import (
     check_pruning_request,
     prune_to_sparsity,
     select_global_with_floor,
@@ -61,8 +56,8 @@ def exponential_keep_counts(total: int, target_sparsity: float, iterations: int)
 
     Round ``k`` of ``n`` keeps ``round(total * d^(k/n))`` weights, ``d = 1 - target_sparsity`` (Tanaka et al. 2020,
     https://arxiv.org/abs/2006.05467): an absolute target over all weights, not a fraction of what remains, so the
-    last round lands exactly on ``round(d * total)``, the count :func:`~pruning_callbacks.selection.prune_to_sparsity`
-    keeps, for any ``n``. The counts never increase.
+    last round lands exactly on ``round(d * total)``, the count
+    :func:`~pruning_callbacks.engine.selection.prune_to_sparsity` keeps, for any ``n``. The counts never increase.
 
     Args:
         total: Number of prunable weights.
@@ -110,14 +105,6 @@ def iterative_global_prune(
     return masks
 
 
-def _check_int(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        suffix = " or null" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}.")
-
-
 def _known_scores() -> str:
     return ", ".join(sorted(SCORES))
 
@@ -149,7 +136,7 @@ class MaskRecipe:
             the module's ``example_input_array``.
         bn_mode: The mode ``snip`` and ``grasp`` score the model in: ``eval`` (BatchNorm with running statistics)
             or ``train`` (batch statistics); ``None`` means each score's reference default, ``eval`` for SNIP and
-            ``train`` for GraSP (:data:`~pruning_callbacks.scores.DEFAULT_BN_MODES`).
+            ``train`` for GraSP (:data:`~pruning_callbacks.engine.scores.DEFAULT_BN_MODES`).
 
     Raises:
         ValueError: On an unknown score or ``ratio_from``, an invalid sparsity, scope or distribution, ``synflow``
@@ -191,14 +178,14 @@ class MaskRecipe:
                 f"'{self.scope}'; for its per-layer counts with random positions use score: random, "
                 f"ratio_from: {self.score}."
             )
-        _check_int("iterations", self.iterations, 1, allow_none=True)
+        check_int("iterations", self.iterations, 1, allow_none=True)
         if self.iterations is not None and self.iterations > 1 and not self.global_ranking:
             raise ValueError(
                 f"iterations > 1 needs a global ranking (scope 'global' or ratio_from), got iterations "
                 f"{self.iterations} with scope '{self.scope}' and distribution '{self.distribution}'."
             )
-        _check_int("min_weights_per_layer", self.min_weights_per_layer, 0)
-        _check_int("num_batches", self.num_batches, 1)
+        check_int("min_weights_per_layer", self.min_weights_per_layer, 0)
+        check_int("num_batches", self.num_batches, 1)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}.")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
@@ -354,87 +341,30 @@ class MaskRecipe:
         return select_layerwise(scores_of(self.score, dense), dense, ranking.remaining_per_layer())
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# What needs a trainer.
+SPARSE_DISTRIBUTIONS = ("uniform", "er", "erk")
+"""Layer-wise density distributions a sparse-from-scratch run accepts (RigL's choices)."""
 
 
-def _training_loader(trainer: Trainer) -> Any:
-    if trainer.datamodule is not None:
-        return trainer.datamodule.train_dataloader()
-    # Dataloaders given to fit() directly, or the LightningModule's own train_dataloader().
-    loader = fit_dataloader_source(trainer)
-    if loader is None:
-        raise ValueError("a data-dependent score needs a training dataloader, but the trainer has none.")
-    return loader
+def random_sparse_masks(
+    params: Mapping[str, Tensor],
+    target_sparsity: float,
+    distribution: str,
+    seed: int,
+) -> Masks:
+    """A random mask with exactly the layer-wise counts ``distribution`` gives at ``target_sparsity``.
 
-
-def _inputs_and_targets(batch: Any) -> tuple[Tensor, Tensor]:
-    if (
-        not isinstance(batch, (tuple, list))
-        or len(batch) < 2
-        or not isinstance(batch[0], Tensor)
-        or not isinstance(batch[1], Tensor)
-    ):
-        raise ValueError(
-            f"data-dependent scores need training batches of (inputs, targets, ...) tensors, got a "
-            f"{type(batch).__name__}."
-        )
-    return batch[0], batch[1]
-
-
-def training_batches(trainer: Trainer, num_batches: int) -> list[tuple[Tensor, Tensor]]:
-    """The first ``num_batches`` training batches of this rank, moved and transformed exactly as training does.
-
-    The batches come from ``trainer.datamodule.train_dataloader()`` (or the dataloaders given to ``fit``) and go
-    through ``trainer.strategy.batch_to_device``, which runs ``transfer_batch_to_device`` and
-    ``on_after_batch_transfer`` (for :class:`~datamodules.CIFAR10DataModule`: the epoch's crop and flip, then
-    normalization). The global random state is left as it was, so fetching them changes nothing else in the run.
+    The engine's ``random`` score ranked per layer by :func:`~pruning_callbacks.engine.selection.prune_to_sparsity`, the
+    initialization of sparse-from-scratch training in Evci et al. 2020 (https://arxiv.org/abs/1911.11134).
 
     Args:
-        trainer: The trainer, inside ``fit`` (e.g. in ``on_fit_start``).
-        num_batches: How many batches to take (fewer if the loader is shorter).
-
-    Returns:
-        ``(inputs, targets)`` pairs on the training device.
+        params: Prunable weights by full name.
+        target_sparsity: Global fraction of weights removed, in ``[0, 1)``.
+        distribution: ``uniform``, ``er`` or ``erk``.
+        seed: Seed of the random scores.
 
     Raises:
-        ValueError: If there is no training dataloader, it is empty, or its batches are not ``(inputs, targets,
-            ...)`` sequences.
+        ValueError: As :func:`~pruning_callbacks.engine.selection.prune_to_sparsity`.
     """
-    loader = _training_loader(trainer)
-    if isinstance(loader, (Mapping, list, tuple)):
-        raise ValueError("data-dependent scores need one training dataloader, got a collection of them.")
-    batches: list[tuple[Tensor, Tensor]] = []
-    # A DataLoader draws its workers' base seed from the global generator when an iterator starts.
-    with torch.random.fork_rng(devices=[]):
-        iterator = iter(loader)
-        for _ in range(num_batches):
-            batch = next(iterator, None)
-            if batch is None:
-                break
-            batches.append(_inputs_and_targets(trainer.strategy.batch_to_device(batch, dataloader_idx=0)))
-        del iterator
-    if not batches:
-        raise ValueError("data-dependent scores need training batches, but the training dataloader is empty.")
-    if len(batches) < num_batches:
-        rank_zero_warn(f"asked for {num_batches} training batches to score with; the loader has only {len(batches)}.")
-    return batches
-
-
-def mean_over_ranks(trainer: Trainer) -> ReduceFn | None:
-    """A function that averages a list of tensors over the DDP ranks in one collective, or ``None`` on one process.
-
-    Args:
-        trainer: The trainer whose strategy reduces (``trainer.strategy.reduce``, mean).
-    """
-    if trainer.world_size <= 1:
-        return None
-    strategy = trainer.strategy
-
-    def reduce(tensors: Sequence[Tensor]) -> list[Tensor]:
-        flat = torch.cat([tensor.detach().reshape(-1) for tensor in tensors])
-        flat = strategy.reduce(flat, reduce_op="mean")
-        pieces = flat.split([tensor.numel() for tensor in tensors])
-        return [piece.view(tensor.shape).to(tensor.dtype) for piece, tensor in zip(pieces, tensors, strict=True)]
-
-    return reduce
+    dense = Masks.dense(params)
+    scores = compute_scores("random", ScoreContext(params=params, masks=dense, seed=seed))
+    return prune_to_sparsity(scores, dense, target_sparsity, scope="layerwise", distribution=distribution)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 
 
 class MaskApplier:

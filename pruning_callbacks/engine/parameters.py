@@ -96,9 +96,54 @@ def prunable_parameters(
 
 
 def parameter_shapes(params: Mapping[str, Tensor]) -> dict[str, torch.Size]:
-    """Return ``name -> shape`` for ``params``, e.g. to feed :func:`~pruning_callbacks.distributions.layer_keep_counts`.
+    """Return ``name -> shape`` for ``params``, e.g. for :func:`~.distributions.layer_keep_counts`.
 
     Args:
         params: Parameter name to tensor.
     """
     return {name: tensor.shape for name, tensor in params.items()}
+
+
+def reinitialize(module: nn.Module, seed: int) -> None:
+    """Draw fresh weights for ``module`` from its own initialization, seeded: every ``reset_parameters`` in it.
+
+    The random-reinitialization control of Frankle & Carbin 2019 (https://arxiv.org/abs/1803.03635): the same
+    architecture and initializer as at the start, new random values. BatchNorm running statistics are reset too.
+    The global random state is left as it was.
+
+    Args:
+        module: The model.
+        seed: Seed of the draw (the same seed draws the same weights on the same device type).
+    """
+    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for submodule in module.modules():
+            reset = getattr(submodule, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+def snapshot(module: nn.Module) -> dict[str, Tensor]:
+    """A CPU copy of every weight and buffer of ``module`` (what rewinding restores)."""
+    return {name: value.detach().to("cpu", copy=True) for name, value in module.state_dict().items()}
+
+
+def load_weights(module: nn.Module, path: str, what: str = "checkpoint") -> None:
+    """Load weights into ``module`` strictly from a Lightning checkpoint or a plain ``state_dict`` file.
+
+    Args:
+        module: The model.
+        path: The file.
+        what: The option that named the file, for the error message.
+
+    Raises:
+        ValueError: If the weights do not fit the model (the first line of torch's message says why).
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{what} {path!r} does not fit the model: {first}") from None

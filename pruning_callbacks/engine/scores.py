@@ -1,14 +1,14 @@
 """Importance scores: one function per method, registered by name.
 
 A score function takes a :class:`ScoreContext` and returns one float tensor per prunable parameter, of
-the parameter's shape; higher means more important. Selection (:mod:`pruning_callbacks.selection`) then
+the parameter's shape; higher means more important. Selection (:mod:`pruning_callbacks.engine.selection`) then
 keeps the highest-scoring weights among those still alive. A new method is added by writing one function
 and decorating it with :func:`register_score`.
 
 Registered here: ``magnitude``, ``random``, and the gradient scores of pruning at initialization, ``snip`` (Lee et al.
 2019), ``grasp`` (Wang et al. 2020) and ``synflow`` (Tanaka et al. 2020). ``snip`` and ``grasp`` read training
 batches (``register_score(..., needs_batches=True)``); the iterative SynFlow schedule and the per-layer floors live
-in :mod:`pruning_callbacks.init_pruning`.
+in :mod:`pruning_callbacks.engine.recipes`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class ScoreContext:
         reduce_mean: Averages a list of tensors over DDP ranks (one collective) and returns them; ``None`` on
             a single process. Data-dependent scores average their gradients with it, so every rank computes the
             scores of all ranks' batches together.
+        grads: Dense gradients by full name (``None`` where a weight got no gradient), read after DDP reduced
+            them: what the ``gradient`` score (RigL's growth criterion) ranks.
     """
 
     params: Mapping[str, Tensor]
@@ -53,6 +55,7 @@ class ScoreContext:
     batches: Sequence[tuple[Tensor, Tensor]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     reduce_mean: Callable[[Sequence[Tensor]], list[Tensor]] | None = None
+    grads: Mapping[str, Tensor | None] | None = None
 
 
 ScoreFn = Callable[[ScoreContext], dict[str, Tensor]]
@@ -156,6 +159,25 @@ def magnitude_scores(context: ScoreContext) -> dict[str, Tensor]:
         context: Uses ``context.params``.
     """
     return {name: param.detach().abs() for name, param in context.params.items()}
+
+
+@register_score("gradient")
+def gradient_scores(context: ScoreContext) -> dict[str, Tensor]:
+    """``|dense gradient|``: RigL's growth criterion (Evci et al. 2020, https://arxiv.org/abs/1911.11134).
+
+    Args:
+        context: Uses ``context.grads``; a weight without a gradient scores 0 everywhere.
+
+    Raises:
+        ValueError: If ``context.grads`` is ``None``.
+    """
+    if context.grads is None:
+        raise ValueError("score 'gradient' needs the dense gradients (context.grads), got None.")
+    scores: dict[str, Tensor] = {}
+    for name, param in context.params.items():
+        grad = context.grads.get(name)
+        scores[name] = torch.zeros_like(param, dtype=torch.float32) if grad is None else grad.detach().abs()
+    return scores
 
 
 @register_score("random")
@@ -392,7 +414,7 @@ def synflow_scores(context: ScoreContext) -> dict[str, Tensor]:
     as many factors as the network is deep, so float32 overflows (or underflows to 0 at high sparsity) where
     float64 does not; the scores are divided by their maximum before they are returned as float32. The iterative
     schedule (density ``d^(k/n)`` at iteration ``k`` of ``n``) lives in
-    :func:`pruning_callbacks.init_pruning.iterative_global_prune`; this is one of its steps.
+    :func:`pruning_callbacks.engine.recipes.iterative_global_prune`; this is one of its steps.
 
     Args:
         context: Uses ``module``, ``params``, ``masks`` and the input shape from ``options["input_shape"]``, else

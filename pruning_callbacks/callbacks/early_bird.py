@@ -28,8 +28,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.channels import (
+from pruning_callbacks.callbacks.base import MaskedTraining
+from pruning_callbacks.engine.channels import (
     ChannelGroup,
     add_l1_subgradient_,
     bn_scales,
@@ -37,17 +37,20 @@ from pruning_callbacks.channels import (
     channel_masks,
     expand_channel_masks,
 )
-from pruning_callbacks.init_pruning import MaskRecipe
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.scores import needs_batches
-from pruning_callbacks.seeding import global_seed
-from pruning_callbacks.tracking import EarlyBirdTracker
+from pruning_callbacks.engine.checks import check_choice, check_flag, check_int
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.recipes import MaskRecipe
+from pruning_callbacks.engine.scores import needs_batches
+from pruning_callbacks.engine.seeding import global_seed
+from pruning_callbacks.engine.tracking import EarlyBirdTracker
 
 __all__ = ["CHECKPOINT_NAME", "GRANULARITIES", "EarlyBird", "EarlyBirdTracker"]
 
 CHECKPOINT_NAME = "early_bird.ckpt"
 GRANULARITIES = ("channel", "unstructured")
+CHANNEL_RANKING = ("magnitude", "global", "uniform", None)
+"""``(score, scope, distribution, layer_sparsity)`` of ``granularity: channel``: ``|γ|``, ranked globally."""
 L1_PENALTY = 1e-4
 """Network slimming's penalty on ``|γ|`` as the Early-Bird code sets it (``--s 0.0001``)."""
 
@@ -85,14 +88,14 @@ class EarlyBird(MaskedTraining):
         scope: For ``unstructured``: ``global`` or ``layerwise``.
         distribution: For ``unstructured`` with ``scope: layerwise``.
         layer_sparsity: For ``unstructured`` with ``distribution: custom``.
-        iterations: For ``unstructured``; see :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
-        min_weights_per_layer: For ``unstructured``; see :class:`~pruning_callbacks.init_pruning.MaskRecipe`.
+        iterations: For ``unstructured``; see :class:`~pruning_callbacks.engine.recipes.MaskRecipe`.
+        min_weights_per_layer: For ``unstructured``; see :class:`~pruning_callbacks.engine.recipes.MaskRecipe`.
         input_shape: For ``unstructured`` with ``synflow``.
         include: Glob patterns of the BatchNorm modules to rank (``channel``) or of the weights to track
             (``unstructured``); ``None`` means all.
         exclude: Glob patterns to leave out.
         seed: Seed of random scores; ``None`` means the ``seed_everything`` seed.
-        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
+        log_chart: See :class:`~pruning_callbacks.MaskedTraining`.
 
     Raises:
         ValueError: For an unknown granularity, a data-dependent score, a negative penalty, unstructured options
@@ -124,8 +127,7 @@ class EarlyBird(MaskedTraining):
         log_chart: bool = True,
     ) -> None:
         super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}.")
+        check_choice("granularity", granularity, GRANULARITIES)
         self.recipe = MaskRecipe(
             target_sparsity=target_sparsity,
             score=score,
@@ -140,12 +142,7 @@ class EarlyBird(MaskedTraining):
             raise ValueError(
                 f"EarlyBird tracks data-free scores (e.g. magnitude, synflow); score '{score}' reads training batches."
             )
-        if granularity == "channel" and (score, scope, distribution, layer_sparsity) != (
-            "magnitude",
-            "global",
-            "uniform",
-            None,
-        ):
+        if granularity == "channel" and (score, scope, distribution, layer_sparsity) != CHANNEL_RANKING:
             raise ValueError(
                 "granularity 'channel' ranks BatchNorm scales globally; score, scope, distribution and layer_sparsity "
                 "apply to granularity 'unstructured' only."
@@ -154,13 +151,9 @@ class EarlyBird(MaskedTraining):
             l1_penalty = L1_PENALTY if granularity == "channel" else 0.0
         if isinstance(l1_penalty, bool) or not isinstance(l1_penalty, (int, float)) or not 0 <= l1_penalty < math.inf:
             raise ValueError(f"l1_penalty must be a finite number >= 0, got {l1_penalty!r}.")
-        if isinstance(min_channels_per_layer, bool) or not isinstance(min_channels_per_layer, int):
-            raise ValueError(f"min_channels_per_layer must be an integer >= 0, got {min_channels_per_layer!r}.")
-        if min_channels_per_layer < 0:
-            raise ValueError(f"min_channels_per_layer must be an integer >= 0, got {min_channels_per_layer!r}.")
+        check_int("min_channels_per_layer", min_channels_per_layer, 0)
         for name, flag in (("stop", stop), ("save_checkpoint", save_checkpoint), ("prune", prune)):
-            if flag is not None and not isinstance(flag, bool):
-                raise ValueError(f"{name} must be true or false, got {flag!r}.")
+            check_flag(name, flag, allow_none=True)
         self.tracker = EarlyBirdTracker(window, threshold)
         self.target_sparsity = float(target_sparsity)
         self.granularity = granularity

@@ -13,10 +13,10 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from pruning_callbacks.apply import MaskApplier
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
-from pruning_callbacks.seeding import global_seed
+from pruning_callbacks.engine.apply import MaskApplier
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
+from pruning_callbacks.engine.seeding import global_seed
 
 STATE_VERSION = 1
 
@@ -28,7 +28,7 @@ class MaskedTraining(Callback):
 
     * the prunable set, resolved once in ``setup`` from ``include`` / ``exclude`` patterns;
     * the masks, applied in place after every optimizer step (weights and optimizer state) by a
-      :class:`~pruning_callbacks.apply.MaskApplier`, which works the same under ``32``, ``16-mixed`` and
+      :class:`~pruning_callbacks.engine.apply.MaskApplier`, which works the same under ``32``, ``16-mixed`` and
       ``bf16-mixed`` precision because the parameters themselves stay in full precision;
     * DDP agreement: masks computed by a method are broadcast from rank 0, so every rank holds the same masks;
     * logging: ``sparsity/global`` and ``sparsity/<layer>`` whenever the masks change, a per-layer sparsity chart
@@ -248,7 +248,7 @@ class MaskedTraining(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
                 if self.log_chart and isinstance(logger, TensorBoardLogger):
-                    from pruning_callbacks.plotting import layer_sparsity_figure
+                    from pruning_callbacks.callbacks.plotting import layer_sparsity_figure
 
                     # Weights only: a channel method's BatchNorm masks would double the chart's rows.
                     weights = {name: value for name, value in layer_sparsity.items() if self.masks[name].dim() > 1}

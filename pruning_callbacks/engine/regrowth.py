@@ -3,10 +3,11 @@
 The engine half of dynamic sparse training (RigL, Evci et al. 2020, https://arxiv.org/abs/1911.11134; SET, Mocanu
 et al. 2018, https://arxiv.org/abs/1707.04780). In every layer, the ``k`` active weights with the smallest magnitude
 are dropped and the ``k`` inactive connections with the largest grow score are activated, so each layer keeps exactly
-the number of weights it had. What makes a method is its grow score, registered by name in :data:`GROW_SCORES`:
-``gradient`` (``|dense gradient|``, RigL) or ``random`` (seeded uniform, SET).
+the number of weights it had. What makes a method is its grow score, a score of the one registry
+(:data:`~pruning_callbacks.engine.scores.SCORES`): ``gradient`` (``|dense gradient|`` from ``ScoreContext.grads``,
+RigL) or ``random`` (seeded uniform, SET).
 
-Selection goes through :func:`~pruning_callbacks.selection.topk_mask`, so counts are exact and ties are broken by
+Selection goes through :func:`~pruning_callbacks.engine.selection.topk_mask`, so counts are exact and ties are broken by
 position (among equal magnitudes the lower index is dropped first; among equal grow scores the lower index is grown
 first). Everything stays on the weights' device; the only host values are the per-layer counts.
 """
@@ -14,15 +15,16 @@ first). Everything stays on the weights' device; the only host values are the pe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import ScoreContext, compute_scores
-from pruning_callbacks.selection import topk_mask
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.scores import SCORES, ScoreContext, ScoreFn, get_score, register_score
+from pruning_callbacks.engine.selection import topk_mask
 
 
 def regrowth_count(active: int, numel: int, fraction: float) -> int:
@@ -157,90 +159,118 @@ def _check_same_shape(tensor: Tensor, mask: Tensor, argument: str) -> None:
         raise ValueError(f"{argument} have shape {tuple(tensor.shape)} but the mask has shape {tuple(mask.shape)}.")
 
 
-# ---------------------------------------------------------------------------------------------------- grow scores
 @dataclass(frozen=True)
-class GrowContext:
-    """Everything a grow score may look at.
+class RegrowthRecord:
+    """What one drop-and-grow update did, as a dynamic sparse callback logs it.
 
     Attributes:
-        params: Prunable weights by full name (inactive ones are 0).
-        masks: The current masks.
-        seed: Seed for any randomness, already derived from (run seed, step) by the caller, so every rank and a
-            resumed run draw the same numbers.
-        grads: Dense gradients by full name (``None`` where a weight got no gradient), read after DDP reduced them.
+        step: The optimizer step (``trainer.global_step`` before it) at which the masks changed.
+        drop_fraction: The cosine-decayed fraction ``f(step)``.
+        changed: Per layer, the number of connections moved: as many dropped as grown.
+        grown_survival: Fraction of the connections grown at the previous update that this update kept active;
+            ``None`` at the first update.
+        layer_grown_survival: The same per layer, for layers that grew connections at the previous update.
     """
 
-    params: Mapping[str, Tensor]
-    masks: Masks
-    seed: int
-    grads: Mapping[str, Tensor | None] | None = None
+    step: int
+    drop_fraction: float
+    changed: dict[str, int]
+    grown_survival: float | None = None
+    layer_grown_survival: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """The ``regrowth/*`` scalars a logger records for this update."""
+        metrics = {"regrowth/drop_fraction": self.drop_fraction, "regrowth/changed": float(sum(self.changed.values()))}
+        metrics.update({f"regrowth/changed/{name}": float(count) for name, count in self.changed.items()})
+        if self.grown_survival is not None:
+            metrics["regrowth/grown_survival"] = self.grown_survival
+        metrics.update({f"regrowth/grown_survival/{name}": value for name, value in self.layer_grown_survival.items()})
+        return metrics
 
 
-GrowScoreFn = Callable[[GrowContext], dict[str, Tensor]]
-
-GROW_SCORES: dict[str, GrowScoreFn] = {}
-
-
-def register_grow_score(name: str) -> Callable[[GrowScoreFn], GrowScoreFn]:
-    """Decorator that registers a grow score under ``name``.
+def regrowth_record(
+    step: int,
+    fraction: float,
+    counts: Mapping[str, int],
+    grown: Mapping[str, Tensor],
+    previous_grown: Masks | None,
+    masks: Masks,
+) -> RegrowthRecord:
+    """The record of an update: what moved, and how many of the previous update's grown connections survived it.
 
     Args:
-        name: The name a dynamic sparse method uses to pick the score.
-
-    Raises:
-        ValueError: If ``name`` is already registered.
+        step: The optimizer step of the update.
+        fraction: Its drop fraction.
+        counts: Per layer, how many connections moved.
+        grown: Per layer, the connections this update grew.
+        previous_grown: The connections the previous update grew (``None`` before the first update).
+        masks: The masks after this update.
     """
-    if name in GROW_SCORES:
-        raise ValueError(f"grow score '{name}' is already registered; known: {', '.join(sorted(GROW_SCORES))}")
+    survival: float | None = None
+    layer_survival: dict[str, float] = {}
+    if previous_grown is not None:
+        before = previous_grown.remaining_per_layer()
+        kept = (previous_grown & masks).remaining_per_layer()
+        layer_survival = {name: kept[name] / before[name] for name in before if before[name] > 0}
+        total_before = sum(before.values())
+        survival = sum(kept.values()) / total_before if total_before else None
+    return RegrowthRecord(
+        step=step,
+        drop_fraction=fraction,
+        changed=dict(counts),
+        grown_survival=survival,
+        layer_grown_survival=layer_survival,
+    )
 
-    def decorator(score_fn: GrowScoreFn) -> GrowScoreFn:
-        GROW_SCORES[name] = score_fn
-        return score_fn
 
-    return decorator
+def zero_grown(
+    params: Mapping[str, Tensor], grown: Mapping[str, Tensor], optimizers: Sequence[torch.optim.Optimizer]
+) -> None:
+    """Make grown connections start at 0: the weight, its current gradient and every optimizer state tensor.
 
-
-def get_grow_score(name: str) -> GrowScoreFn:
-    """Look up a registered grow score.
-
-    Args:
-        name: A registered grow score name.
-
-    Raises:
-        ValueError: If ``name`` is not registered, listing the known names.
+    RigL's ``grow_init: zeros`` (Evci et al. 2020, https://arxiv.org/abs/1911.11134), with the momentum of a
+    connection that was pruned before reset too, so it does not come back with stale state.
     """
-    if name not in GROW_SCORES:
-        raise ValueError(f"unknown grow score '{name}'; known grow scores: {', '.join(sorted(GROW_SCORES))}")
-    return GROW_SCORES[name]
+    for name, param in params.items():
+        positions = grown[name]
+        param.masked_fill_(positions, 0.0)
+        if param.grad is not None:
+            param.grad.masked_fill_(positions, 0.0)
+        for optimizer in optimizers:
+            for value in optimizer.state.get(param, {}).values():
+                if isinstance(value, Tensor) and value.shape == param.shape:
+                    value.masked_fill_(positions, 0)
 
 
-@register_grow_score("gradient")
-def gradient_grow_scores(context: GrowContext) -> dict[str, Tensor]:
-    """``|dense gradient|``: RigL's growth criterion (Evci et al. 2020, https://arxiv.org/abs/1911.11134).
-
-    Args:
-        context: Uses ``context.grads``; a weight without a gradient scores 0 everywhere.
-
-    Raises:
-        ValueError: If ``context.grads`` is ``None``.
-    """
-    if context.grads is None:
-        raise ValueError("grow score 'gradient' needs the dense gradients (context.grads), got None.")
-    scores: dict[str, Tensor] = {}
-    for name, param in context.params.items():
-        grad = context.grads.get(name)
-        scores[name] = torch.zeros_like(param, dtype=torch.float32) if grad is None else grad.detach().abs()
-    return scores
+# ------------------------------------------------------------------------------- deprecated grow-score registry
+def GrowContext(
+    params: Mapping[str, Tensor], masks: Masks, seed: int, grads: Mapping[str, Tensor | None] | None = None
+) -> ScoreContext:
+    """Deprecated: grow scores are ordinary scores now; build a :class:`~.scores.ScoreContext` with ``grads``."""
+    _deprecated("GrowContext(...)", "ScoreContext(..., grads=...)")
+    return ScoreContext(params=params, masks=masks, seed=seed, grads=grads)
 
 
-@register_grow_score("random")
-def random_grow_scores(context: GrowContext) -> dict[str, Tensor]:
-    """Uniform random scores: SET's growth criterion (Mocanu et al. 2018, https://arxiv.org/abs/1707.04780).
+def get_grow_score(name: str) -> Callable[[ScoreContext], dict[str, Tensor]]:
+    """Deprecated: every score lives in the one registry; use :func:`~.scores.get_score`."""
+    _deprecated("get_grow_score", "get_score")
+    return get_score(name)
 
-    The registered ``random`` importance score, so the numbers are drawn on the CPU from ``context.seed`` and are the
-    same on every device and rank.
 
-    Args:
-        context: Uses ``context.params``, ``context.masks`` and ``context.seed``.
-    """
-    return compute_scores("random", ScoreContext(params=context.params, masks=context.masks, seed=context.seed))
+def register_grow_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Deprecated: use :func:`~.scores.register_score`."""
+    _deprecated("register_grow_score", "register_score")
+    return register_score(name)
+
+
+GROW_SCORES = SCORES
+"""Deprecated: the one registry, :data:`~.scores.SCORES` (``gradient`` and ``random`` grow RigL and SET)."""
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"pruning_callbacks.engine.regrowth.{old} is deprecated: the grow scores joined the one score registry; "
+        f"use pruning_callbacks.engine.scores.{new}. The old name will be removed in the next release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )

@@ -9,7 +9,7 @@ Eric-mingjie/rethinking-network-pruning) does the same, with a per-layer ``int(c
 kept.
 
 The network keeps its shape while it trains: a pruned filter's weights, its BatchNorm's ``γ`` and ``β`` and the
-reading kernels are held at exactly zero (:func:`~pruning_callbacks.channels.expand_channel_masks`).
+reading kernels are held at exactly zero (:func:`~pruning_callbacks.engine.channels.expand_channel_masks`).
 ``python cli.py export CKPT --slim out.pt`` then removes them physically (:mod:`analysis.slim`).
 """
 
@@ -22,7 +22,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from pruning_callbacks.channels import (
+from pruning_callbacks.callbacks.rounds import IterativePruning
+from pruning_callbacks.engine.channels import (
     ChannelGroup,
     channel_groups,
     expand_channel_masks,
@@ -31,11 +32,11 @@ from pruning_callbacks.channels import (
     residual_streams,
     stream_channel_masks,
 )
-from pruning_callbacks.iterative import IterativePruning
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.seeding import derive_seed
+from pruning_callbacks.engine.checks import check_choice, renamed
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.seeding import derive_seed
 
-FILTER_CRITERIA = ("l1", "random")
+FILTER_SCORES = ("l1", "random")
 LAYERS = ("inner", "stage", "all")
 
 
@@ -63,7 +64,7 @@ class FilterPruning(IterativePruning):
 
     Args:
         channel_sparsity: Share of each ranked layer's filters to prune by the end, in ``(0, 1)``.
-        criterion: ``l1`` (the paper) or ``random`` (the reference code's ``--random_rank`` control; seeded).
+        score: ``l1`` (the paper) or ``random`` (the reference code's ``--random_rank`` control; seeded).
         layers: ``inner``, ``stage`` or ``all``, see above.
         prune_fraction: Share of the remaining filters pruned per round; ``None`` for one round.
         epochs_per_round: Epochs of round 0 and, by default, of every later round.
@@ -75,11 +76,12 @@ class FilterPruning(IterativePruning):
         evaluate_test: Measure test accuracy at the end of each round.
         include: Glob patterns of the BatchNorm modules whose channels are ranked; ``None`` means all.
         exclude: Glob patterns of BatchNorm modules to leave out (the paper skips the layers it finds sensitive).
-        seed: Seed of the ``random`` criterion.
-        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
+        seed: Seed of the ``random`` score.
+        log_chart: See :class:`~pruning_callbacks.MaskedTraining`.
+        criterion: Deprecated name of ``score``, accepted for one release.
 
     Raises:
-        ValueError: For an unknown criterion or layer choice, a ``channel_sparsity`` outside ``(0, 1)``, any
+        ValueError: For an unknown score or layer choice, a ``channel_sparsity`` outside ``(0, 1)``, any
             invalid option of :class:`IterativePruning`; in ``setup``, for a model ``torch.fx`` cannot trace or
             with no layer to rank.
     """
@@ -87,7 +89,7 @@ class FilterPruning(IterativePruning):
     def __init__(
         self,
         channel_sparsity: float,
-        criterion: str = "l1",
+        score: str = "l1",
         layers: str = "inner",
         prune_fraction: float | None = None,
         epochs_per_round: int = 1,
@@ -101,23 +103,23 @@ class FilterPruning(IterativePruning):
         exclude: Sequence[str] | None = None,
         seed: int | None = None,
         log_chart: bool = True,
+        criterion: str | None = None,
     ) -> None:
+        score = renamed(type(self).__name__, "criterion", "score", criterion, score, "l1")
         if (
             isinstance(channel_sparsity, bool)
             or not isinstance(channel_sparsity, (int, float))
             or not (0 < channel_sparsity < 1)
         ):
             raise ValueError(f"channel_sparsity must be in (0, 1), got {channel_sparsity!r}")
-        if criterion not in FILTER_CRITERIA:
-            raise ValueError(f"criterion must be one of {', '.join(FILTER_CRITERIA)}, got {criterion!r}")
-        if layers not in LAYERS:
-            raise ValueError(f"layers must be one of {', '.join(LAYERS)}, got {layers!r}")
+        check_choice("score", score, FILTER_SCORES)
+        check_choice("layers", layers, LAYERS)
         # The schedule (one-shot or iterative) counts shares of filters here, not of weights.
         super().__init__(
             epochs_per_round=epochs_per_round,
             prune_fraction=prune_fraction,
             target_sparsity=channel_sparsity,
-            criterion="magnitude",
+            score="magnitude",
             scope="layerwise",
             distribution="uniform",
             reset=reset,
@@ -129,7 +131,7 @@ class FilterPruning(IterativePruning):
             seed=seed,
             log_chart=log_chart,
         )
-        self.criterion = criterion
+        self.score = score  # the filter score; the round machinery's weight score is unused here
         self.layers = layers
         self.channel_include = list(include) if include is not None else None
         self.channel_exclude = list(exclude) if exclude is not None else None
@@ -141,7 +143,7 @@ class FilterPruning(IterativePruning):
     def next_masks(self, trainer: Trainer, pl_module: LightningModule, round_index: int) -> Masks:
         assert self.masks is not None
         current = Masks({group.key: self.masks[group.key] for group in self._groups})
-        if self.criterion == "l1":
+        if self.score == "l1":
             scores = filter_l1_norms(pl_module, self._groups)
         else:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "filters", round_index))
@@ -173,7 +175,7 @@ class FilterPruning(IterativePruning):
     def summary_info(self) -> dict[str, Any]:
         """What the run pruned, for ``summary.json``: the ranked layers and the share of their channels pruned."""
         return {
-            "criterion": self.criterion,
+            "criterion": self.score,  # the summary key of earlier releases, kept for the report
             "layers": self.layers,
             "ranked_layers": [group.bn for group in self._groups],
             "residual_streams": [[group.bn for group in stream] for stream in self._streams],

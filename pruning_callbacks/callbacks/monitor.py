@@ -9,11 +9,11 @@ from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from analysis.metrics import effective_grad_norm
-from pruning_callbacks.base import MaskedTraining
+from pruning_callbacks.callbacks.base import MaskedTraining
+from pruning_callbacks.engine.flow import effective_grad_norm
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
 from pruning_callbacks.lightning_compat import should_log_this_step
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.parameters import prunable_parameters
 
 
 class GradientNormMonitor(Callback):
@@ -22,9 +22,9 @@ class GradientNormMonitor(Callback):
     The gradient flow through the remaining connections is how Wang et al. 2020 ("Picking Winning Tickets Before
     Training by Preserving Gradient Flow", https://arxiv.org/abs/2002.07376) and Evci et al. 2022 ("Gradient Flow in
     Sparse Neural Networks and How Lottery Tickets Win", https://arxiv.org/abs/2010.03533) compare sparse networks.
-    It is computed by :func:`analysis.metrics.effective_grad_norm` over the prunable weights
-    (:func:`~pruning_callbacks.parameters.prunable_parameters`), with the masks of the trainer's
-    :class:`~pruning_callbacks.base.MaskedTraining` callback once it has some; weights it does not mask, and every
+    It is computed by :func:`~pruning_callbacks.engine.flow.effective_grad_norm` over the prunable weights
+    (:func:`~pruning_callbacks.engine.parameters.prunable_parameters`), with the masks of the trainer's
+    :class:`~pruning_callbacks.MaskedTraining` callback once it has some; weights it does not mask, and every
     weight when there is no such callback, count as dense.
 
     It runs in ``on_before_optimizer_step``, where the gradients are final: accumulated, all-reduced under DDP and

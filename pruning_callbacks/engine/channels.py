@@ -8,7 +8,7 @@ scale ``|γ|``, trained under an L1 penalty, and prune the channels with the sma
   feeds it (whose output channels it normalizes) and the convolutions that read only its activated output. A
   BatchNorm whose output reaches a residual addition has no such readers: it sits on the residual stream.
 * :func:`channel_masks` selects, over all ranked BatchNorm layers at once, exactly ``round(sparsity × channels)``
-  channels to prune (ties broken by position, as in :func:`~pruning_callbacks.selection.select_global`).
+  channels to prune (ties broken by position, as in :func:`~pruning_callbacks.engine.selection.select_global`).
 * :func:`expand_channel_masks` turns channel masks into parameter masks for the mask applier: a pruned channel's
   producing convolution output (and bias), its BatchNorm ``γ`` and ``β``, and, where the channel is internal to a
   block, the readers' input channel. With ``γ = β = 0`` the BatchNorm outputs exactly 0 for that channel, so the
@@ -32,8 +32,8 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.selection import select_global_with_floor, select_layerwise
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.selection import select_global_with_floor, select_layerwise
 
 # Modules and functions a channel passes through unchanged, channel for channel.
 _ELEMENTWISE_MODULES = (

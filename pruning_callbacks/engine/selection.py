@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
-from pruning_callbacks.distributions import (
+from pruning_callbacks.engine.distributions import (
     CUSTOM,
     DISTRIBUTIONS,
     check_layer_sparsity,
@@ -22,7 +22,7 @@ from pruning_callbacks.distributions import (
     known_distributions,
     layer_keep_counts,
 )
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 
 SCOPES = ("global", "layerwise")
 
@@ -158,8 +158,8 @@ def select_global_with_floor(scores: Mapping[str, Tensor], masks: Masks, keep: i
     """Exact global top-``keep`` that keeps at least ``min_per_layer`` weights in every layer.
 
     Each layer's ``min(min_per_layer, remaining)`` best weights are reserved first; the rest of the budget goes to
-    the best weights over all layers, as in :func:`~pruning_callbacks.selection.select_global` (same tie rule). Where
-    plain global selection empties no layer, the result is the same as plain global selection.
+    the best weights over all layers, as in :func:`~pruning_callbacks.engine.selection.select_global` (same tie rule).
+    Where plain global selection empties no layer, the result is the same as plain global selection.
 
     Args:
         scores: Parameter name to scores of the parameter's shape (higher = more important).
@@ -252,7 +252,7 @@ def prune_to_sparsity(
 
     In ``global`` scope, ``round((1 - target_sparsity) * total)`` weights are kept, chosen over all layers
     jointly. In ``layerwise`` scope, each layer keeps the count
-    :func:`~pruning_callbacks.distributions.layer_keep_counts` gives for ``distribution``.
+    :func:`~pruning_callbacks.engine.distributions.layer_keep_counts` gives for ``distribution``.
 
     Args:
         scores: Parameter name to scores of the parameter's shape (higher = more important).
@@ -261,9 +261,9 @@ def prune_to_sparsity(
         scope: ``global`` or ``layerwise``.
         distribution: Layer-wise density distribution; only ``uniform`` (the default) with ``global``.
         layer_sparsity: Pattern -> sparsity map for ``distribution="custom"``.
-        first_layer: See :func:`~pruning_callbacks.distributions.layer_keep_counts`.
-        last_layer: See :func:`~pruning_callbacks.distributions.layer_keep_counts`.
-        erk_power_scale: See :func:`~pruning_callbacks.distributions.layer_keep_counts`.
+        first_layer: See :func:`~pruning_callbacks.engine.distributions.layer_keep_counts`.
+        last_layer: See :func:`~pruning_callbacks.engine.distributions.layer_keep_counts`.
+        erk_power_scale: See :func:`~pruning_callbacks.engine.distributions.layer_keep_counts`.
 
     Raises:
         ValueError: On an unknown scope, a distribution or ``layer_sparsity`` given with ``global`` scope,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -441,14 +441,7 @@ def layer_keep_counts(
 
 
 def layer_densities(
-    distribution: str,
-    shapes: Mapping[str, torch.Size],
-    target_sparsity: float | None,
-    *,
-    layer_sparsity: Mapping[str, float] | None = None,
-    first_layer: str | None = None,
-    last_layer: str | None = None,
-    erk_power_scale: float = 1.0,
+    distribution: str, shapes: Mapping[str, torch.Size], target_sparsity: float | None, **options: Any
 ) -> dict[str, float]:
     """Achieved density of each layer, ``counts / numel`` from :func:`layer_keep_counts` (for plotting).
 
@@ -456,21 +449,11 @@ def layer_densities(
         distribution: See :func:`layer_keep_counts`.
         shapes: See :func:`layer_keep_counts`.
         target_sparsity: See :func:`layer_keep_counts`.
-        layer_sparsity: See :func:`layer_keep_counts`.
-        first_layer: See :func:`layer_keep_counts`.
-        last_layer: See :func:`layer_keep_counts`.
-        erk_power_scale: See :func:`layer_keep_counts`.
+        **options: The keyword options of :func:`layer_keep_counts` (``layer_sparsity``, ``first_layer``,
+            ``last_layer``, ``erk_power_scale``).
 
     Raises:
         ValueError: As :func:`layer_keep_counts`.
     """
-    counts = layer_keep_counts(
-        distribution,
-        shapes,
-        target_sparsity,
-        layer_sparsity=layer_sparsity,
-        first_layer=first_layer,
-        last_layer=last_layer,
-        erk_power_scale=erk_power_scale,
-    )
+    counts = layer_keep_counts(distribution, shapes, target_sparsity, **options)
     return {name: counts[name] / math.prod(shape) for name, shape in shapes.items()}

@@ -10,16 +10,17 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.init_pruning import MaskRecipe, mean_over_ranks, training_batches
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.scores import GRASP_TEMPERATURE
+from pruning_callbacks.callbacks.base import MaskedTraining
+from pruning_callbacks.callbacks.batches import mean_over_ranks, training_batches
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.recipes import MaskRecipe
+from pruning_callbacks.engine.scores import GRASP_TEMPERATURE
 
 
 class PruneAtInit(MaskedTraining):
     """Compute a mask from a registered score before the first training step and keep it for the whole run.
 
-    The methods, all through the same engine (:class:`~pruning_callbacks.init_pruning.MaskRecipe`):
+    The methods, all through the same engine (:class:`~pruning_callbacks.engine.recipes.MaskRecipe`):
 
     * ``score: synflow`` (global): SynFlow, Tanaka et al. 2020, "Pruning neural networks without any data by
       iteratively conserving synaptic flow" (https://arxiv.org/abs/2006.05467), data-free, 100 iterations by default;
@@ -32,7 +33,7 @@ class PruneAtInit(MaskedTraining):
     * ``score: magnitude``: the magnitude-at-initialization baseline of Frankle et al. 2021, "Pruning Neural Networks
       at Initialization: Why Are We Missing the Mark?" (https://arxiv.org/abs/2009.08576).
 
-    Any score added to :data:`pruning_callbacks.scores.SCORES` works here by name.
+    Any score added to :data:`pruning_callbacks.engine.scores.SCORES` works here by name.
 
     The mask is computed once, on the training device, in ``on_fit_start``, from the first ``num_batches`` training
     batches of this rank when the score needs data (transformed exactly as training transforms them); under DDP the
@@ -49,10 +50,10 @@ class PruneAtInit(MaskedTraining):
         distribution: Layer-wise density distribution for ``scope: layerwise``: ``uniform``, ``uniform_plus``,
             ``er``, ``erk``, ``erk_plus`` or ``custom``.
         layer_sparsity: For ``distribution: custom``: glob pattern of layer name to that layer's sparsity.
-        include: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        exclude: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        seed: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
+        include: See :class:`~pruning_callbacks.MaskedTraining`.
+        exclude: See :class:`~pruning_callbacks.MaskedTraining`.
+        seed: See :class:`~pruning_callbacks.MaskedTraining`.
+        log_chart: See :class:`~pruning_callbacks.MaskedTraining`.
         ratio_from: ``snip``, ``grasp``, ``synflow`` (any registered score): take the per-layer counts of that
             method's global mask and choose the positions in each layer with ``score`` (``random``). Needs
             ``scope: layerwise`` and no ``distribution``.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pruning_callbacks.masks import Masks
+from pruning_callbacks.engine.masks import Masks
 
 
 class EarlyBirdTracker:

@@ -1,141 +1,54 @@
 """Sparse training from scratch at a fixed per-layer budget: static, SET and RigL.
 
 All three start from the same random mask (for the same seed) with a layer-wise density distribution. ``StaticSparse``
-keeps it; ``SET`` and ``RigL`` rewire it every ``delta_t`` optimizer steps until ``t_end`` of training, dropping a
+keeps it; ``SET`` and ``RigL`` rewire it every ``update_every`` optimizer steps until ``t_end`` of training, dropping a
 cosine-decayed fraction of each layer's active weights by magnitude and growing as many connections, at random (SET)
-or where the dense gradient is largest (RigL). The drop-and-grow maths is in :mod:`pruning_callbacks.regrowth`; these
-callbacks only wire Lightning hooks to it.
+or where the dense gradient is largest (RigL). The drop-and-grow maths is in :mod:`pruning_callbacks.engine.regrowth`;
+these callbacks only wire Lightning hooks to it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
 from typing_extensions import override
 
-from pruning_callbacks.base import MaskedTraining
-from pruning_callbacks.distributions import check_target_sparsity
-from pruning_callbacks.masks import Masks
-from pruning_callbacks.regrowth import GrowContext, drop_and_grow, get_grow_score
-from pruning_callbacks.schedules import CosineDecay
-from pruning_callbacks.scores import ScoreContext, compute_scores
-from pruning_callbacks.seeding import derive_seed
-from pruning_callbacks.selection import prune_to_sparsity
-
-SPARSE_DISTRIBUTIONS = ("uniform", "er", "erk")
-"""Layer-wise density distributions a sparse-from-scratch run accepts (RigL's choices)."""
+from pruning_callbacks.callbacks.static import StaticSparse
+from pruning_callbacks.engine.checks import check_int, check_number, renamed
+from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.recipes import SPARSE_DISTRIBUTIONS, random_sparse_masks
+from pruning_callbacks.engine.regrowth import RegrowthRecord, drop_and_grow, regrowth_record, zero_grown
+from pruning_callbacks.engine.schedules import CosineDecay
+from pruning_callbacks.engine.scores import ScoreContext, compute_scores, get_score
+from pruning_callbacks.engine.seeding import derive_seed
 
 REGROWTH_STATE_VERSION = 1
 
-
-def random_sparse_masks(
-    params: Mapping[str, Tensor],
-    target_sparsity: float,
-    distribution: str,
-    seed: int,
-) -> Masks:
-    """A random mask with exactly the layer-wise counts ``distribution`` gives at ``target_sparsity``.
-
-    The engine's ``random`` score ranked per layer by :func:`~pruning_callbacks.selection.prune_to_sparsity`, the
-    initialization of sparse-from-scratch training in Evci et al. 2020 (https://arxiv.org/abs/1911.11134).
-
-    Args:
-        params: Prunable weights by full name.
-        target_sparsity: Global fraction of weights removed, in ``[0, 1)``.
-        distribution: ``uniform``, ``er`` or ``erk``.
-        seed: Seed of the random scores.
-
-    Raises:
-        ValueError: As :func:`~pruning_callbacks.selection.prune_to_sparsity`.
-    """
-    dense = Masks.dense(params)
-    scores = compute_scores("random", ScoreContext(params=params, masks=dense, seed=seed))
-    return prune_to_sparsity(scores, dense, target_sparsity, scope="layerwise", distribution=distribution)
-
-
-def _check_fraction(argument: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{argument} must be in (0, 1], got {value!r}.")
-    return float(value)
-
-
-class StaticSparse(MaskedTraining):
-    """Train a random sparse network whose mask never changes: the "Static" baseline of RigL.
-
-    The mask is the one :class:`SET` and :class:`RigL` start from for the same seed, so the three methods differ only
-    in whether and how the topology moves. From Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners"
-    (https://arxiv.org/abs/1911.11134), Section 4 ("Static").
-
-    Args:
-        target_sparsity: Fraction of the prunable weights removed, in ``[0, 1)``; reached exactly.
-        distribution: Layer-wise densities: ``uniform``, ``er`` or ``erk`` (Erdős-Rényi-Kernel, the default).
-        include: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        exclude: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        seed: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`.
-
-    Raises:
-        ValueError: If ``target_sparsity`` is outside ``[0, 1)`` or ``distribution`` is not one of the three.
-    """
-
-    def __init__(
-        self,
-        target_sparsity: float,
-        distribution: str = "erk",
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        seed: int | None = None,
-        log_chart: bool = True,
-    ) -> None:
-        super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
-        self.target_sparsity = check_target_sparsity(target_sparsity)
-        if distribution not in SPARSE_DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(SPARSE_DISTRIBUTIONS)}, got {distribution!r}.")
-        self.distribution = distribution
-
-    @override
-    def initial_masks(self, trainer: Trainer, pl_module: LightningModule) -> Masks:
-        # One seed key for every sparse-from-scratch method, so Static, SET and RigL start from the same mask.
-        seed = derive_seed(self.seed, "sparse_from_scratch", "init")
-        return random_sparse_masks(self.parameters, self.target_sparsity, self.distribution, seed)
-
-
-@dataclass(frozen=True)
-class RegrowthRecord:
-    """What one drop-and-grow update did (also logged to the trainer's loggers).
-
-    Attributes:
-        step: The optimizer step (``trainer.global_step`` before it) at which the masks changed.
-        drop_fraction: The cosine-decayed fraction ``f(step)``.
-        changed: Per layer, the number of connections moved: as many dropped as grown.
-        grown_survival: Fraction of the connections grown at the previous update that this update kept active;
-            ``None`` at the first update.
-        layer_grown_survival: The same per layer, for layers that grew connections at the previous update.
-    """
-
-    step: int
-    drop_fraction: float
-    changed: dict[str, int]
-    grown_survival: float | None = None
-    layer_grown_survival: dict[str, float] = field(default_factory=dict)
+__all__ = [  # StaticSparse and the mask of the three methods are importable from here, as before
+    "SET",
+    "SPARSE_DISTRIBUTIONS",
+    "DynamicSparseTraining",
+    "RegrowthRecord",
+    "RigL",
+    "StaticSparse",
+    "random_sparse_masks",
+]
 
 
 class DynamicSparseTraining(StaticSparse):
     """Prune-and-regrow training at a constant per-layer budget; subclasses choose the grow score.
 
-    Every ``delta_t`` optimizer steps (``trainer.global_step``, so gradient accumulation counts real steps) before
+    Every ``update_every`` optimizer steps (``trainer.global_step``, so gradient accumulation counts real steps) before
     ``T_end = floor(t_end * trainer.estimated_stepping_batches)``, each layer drops the fraction
-    ``f(t) = alpha / 2 * (1 + cos(pi * t / T_end))`` (:class:`~pruning_callbacks.schedules.CosineDecay`) of its active
-    weights with the smallest magnitude and activates as many connections that were inactive, those with the largest
-    grow score (:data:`~pruning_callbacks.regrowth.GROW_SCORES`). A connection dropped in an update is not regrown in
-    the same update, so exactly that many connections move, and a layer never changes its count.
+    ``f(t) = alpha / 2 * (1 + cos(pi * t / T_end))`` (:class:`~pruning_callbacks.engine.schedules.CosineDecay`) of its
+    active weights with the smallest magnitude and activates as many connections that were inactive, those with the
+    largest grow score (:data:`~pruning_callbacks.engine.scores.SCORES`). A connection dropped in an update is
+    not regrown in the same update, so exactly that many connections move, and a layer never changes its count.
 
     The update runs in ``on_before_optimizer_step``: after backward, after AMP unscaling and after DDP reduced the
     gradients, so every rank computes the same masks (they are also broadcast from rank 0). The optimizer step of that
@@ -155,34 +68,36 @@ class DynamicSparseTraining(StaticSparse):
     Args:
         target_sparsity: Fraction of the prunable weights removed, in ``[0, 1)``; constant through training.
         distribution: Layer-wise densities: ``uniform``, ``er`` or ``erk`` (the default).
-        delta_t: Optimizer steps between updates, an integer >= 1 (100 in the paper).
+        update_every: Optimizer steps between updates, an integer >= 1 (100 in the paper).
         alpha: Initial drop fraction, in ``(0, 1]`` (0.3 in the paper).
         t_end: Fraction of the training steps after which the masks stop changing, in ``(0, 1]`` (0.75 in the paper).
-        include: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        exclude: See :class:`~pruning_callbacks.base.MaskedTraining`.
-        seed: See :class:`~pruning_callbacks.base.MaskedTraining`; also seeds random growth, per step.
-        log_chart: See :class:`~pruning_callbacks.base.MaskedTraining`; the chart is drawn once, since per-layer
+        include: See :class:`~pruning_callbacks.MaskedTraining`.
+        exclude: See :class:`~pruning_callbacks.MaskedTraining`.
+        seed: See :class:`~pruning_callbacks.MaskedTraining`; also seeds random growth, per step.
+        log_chart: See :class:`~pruning_callbacks.MaskedTraining`; the chart is drawn once, since per-layer
             densities do not change.
+        delta_t: Deprecated name of ``update_every`` (the paper's ΔT), accepted for one release.
 
     Raises:
         ValueError: If an argument is outside its allowed values; at the start of ``fit``, if the run is endless or
-            ``delta_t >= T_end`` (no mask update would ever happen).
+            ``update_every >= T_end`` (no mask update would ever happen).
     """
 
     grow_score: ClassVar[str]
-    """Name of the grow score in :data:`~pruning_callbacks.regrowth.GROW_SCORES`."""
+    """Name of the grow score in :data:`~pruning_callbacks.engine.scores.SCORES`."""
 
     def __init__(
         self,
         target_sparsity: float,
         distribution: str = "erk",
-        delta_t: int = 100,
+        update_every: int = 100,
         alpha: float = 0.3,
         t_end: float = 0.75,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         seed: int | None = None,
         log_chart: bool = True,
+        delta_t: int | None = None,
     ) -> None:
         super().__init__(
             target_sparsity=target_sparsity,
@@ -192,12 +107,12 @@ class DynamicSparseTraining(StaticSparse):
             seed=seed,
             log_chart=log_chart,
         )
-        if isinstance(delta_t, bool) or not isinstance(delta_t, int) or delta_t < 1:
-            raise ValueError(f"delta_t must be an integer >= 1, got {delta_t!r}.")
-        self.delta_t = delta_t
-        self.alpha = _check_fraction("alpha", alpha)
-        self.t_end = _check_fraction("t_end", t_end)
-        get_grow_score(self.grow_score)
+        update_every = renamed(type(self).__name__, "delta_t", "update_every", delta_t, update_every, 100)
+        check_int("update_every", update_every, 1)
+        self.update_every = update_every
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0, low_open=True)
+        self.t_end = check_number("t_end", t_end, 0.0, 1.0, low_open=True)
+        get_score(self.grow_score)
         self.schedule: CosineDecay | None = None
         self.end_step: int | None = None
         self.regrowth_updates = 0
@@ -267,23 +182,23 @@ class DynamicSparseTraining(StaticSparse):
         )
 
     def _check_updates(self, trainer: Trainer, end_step: int, steps: str, relation: str = "=") -> None:
-        """Refuse a schedule without a single mask update (``delta_t >= T_end``): a run that never rewires.
+        """Refuse a schedule without a single mask update (``update_every >= T_end``): a run that never rewires.
 
         A ``fast_dev_run`` (a few steps to exercise the code, not to train) only gets a warning.
 
         Raises:
-            ValueError: In one line, with ``delta_t``, ``T_end`` (``relation`` ``<=`` for a bound) and the fix.
+            ValueError: In one line, with ``update_every``, ``T_end`` (``relation`` ``<=`` for a bound) and the fix.
         """
-        if self.delta_t < end_step:
+        if self.update_every < end_step:
             return
         fix = (
-            f"set --trainer.callbacks.delta_t to at most {end_step - 1}, or train for more steps"
+            f"set --trainer.callbacks.update_every to at most {end_step - 1}, or train for more steps"
             if end_step > 1
             else "train for more steps (trainer.max_epochs or trainer.max_steps)"
         )
         message = (
-            f"{type(self).__name__}: delta_t {self.delta_t} is not shorter than T_end {relation} {end_step} steps "
-            f"(t_end {self.t_end} × {steps}), so the masks would never change"
+            f"{type(self).__name__}: update_every {self.update_every} is not shorter than T_end {relation} {end_step} "
+            f"steps (t_end {self.t_end} × {steps}), so the masks would never change"
         )
         if trainer.fast_dev_run:
             rank_zero_warn(f"{message} (fast_dev_run).")
@@ -291,7 +206,7 @@ class DynamicSparseTraining(StaticSparse):
         raise ValueError(f"{message}; {fix}.")
 
     def _check_step_bounds(self, trainer: Trainer) -> None:
-        """What can be checked before the train dataloader exists: an endless run, or max_steps below delta_t."""
+        """What can be checked before the train dataloader exists: an endless run, or max_steps below update_every."""
         if self.end_step is not None:
             return  # resuming: the checkpoint's schedule is kept
         max_steps = trainer.max_steps
@@ -316,10 +231,10 @@ class DynamicSparseTraining(StaticSparse):
             end_step = self.end_step
         self._check_updates(trainer, end_step, f"the run's {total_steps} optimizer steps")
         self.end_step = end_step
-        schedule = CosineDecay(alpha=self.alpha, end_step=end_step, update_interval=self.delta_t)
-        updates = len(range(self.delta_t, end_step, self.delta_t))
+        schedule = CosineDecay(alpha=self.alpha, end_step=end_step, update_every=self.update_every)
+        updates = len(range(self.update_every, end_step, self.update_every))
         rank_zero_info(
-            f"{type(self).__name__}: {updates} mask updates, every {self.delta_t} steps until step {end_step} of "
+            f"{type(self).__name__}: {updates} mask updates, every {self.update_every} steps until step {end_step} of "
             f"{total_steps} (alpha {self.alpha}, grow score '{self.grow_score}')"
         )
         return schedule
@@ -329,13 +244,13 @@ class DynamicSparseTraining(StaticSparse):
         assert self.masks is not None and self.schedule is not None
         params = self.parameters
         fraction = self.schedule.fraction_at(step)
-        context = GrowContext(
+        context = ScoreContext(
             params=params,
             masks=self.masks,
             seed=derive_seed(self.seed, "regrowth", self.grow_score, step),
             grads={name: param.grad for name, param in params.items()},
         )
-        scores = get_grow_score(self.grow_score)(context)
+        scores = compute_scores(self.grow_score, context)
         # One host sync, on update steps only. Under 16-mixed a step whose gradients overflowed is skipped by the
         # gradient scaler; the update is skipped with it rather than grown from inf/NaN. The gradients are the
         # reduced ones, so every DDP rank takes the same decision.
@@ -345,64 +260,18 @@ class DynamicSparseTraining(StaticSparse):
         regrowth = drop_and_grow(self.masks, params, scores, fraction)
         previous = self.masks
         # Per-layer densities never change, so an update logs its own lighter metrics (_log_regrowth) instead of
-        # the sparsity scalars and a chart every delta_t steps.
+        # the sparsity scalars and a chart every update_every steps.
         self.set_masks(trainer, pl_module, regrowth.masks, log=False)
         # From the agreed (rank 0's) masks, so that every rank zeroes and remembers the same connections.
         grown = {name: mask & ~previous[name] for name, mask in self.masks.items()}
-        self._reset_grown(trainer, params, grown)
-        record = self._record(step, fraction, regrowth.counts, grown)
+        zero_grown(params, grown, trainer.optimizers)
+        record = regrowth_record(step, fraction, regrowth.counts, grown, self._previous_grown, self.masks)
+        self._previous_grown = Masks(grown)
         self.regrowth_updates += 1
         self.last_update = record
-        self._log_regrowth(trainer, record)
-
-    def _reset_grown(self, trainer: Trainer, params: Mapping[str, nn.Parameter], grown: Mapping[str, Tensor]) -> None:
-        """Make the grown connections start at 0: weight, this step's gradient, and every optimizer state tensor."""
-        for name, param in params.items():
-            positions = grown[name]
-            param.masked_fill_(positions, 0.0)
-            if param.grad is not None:
-                param.grad.masked_fill_(positions, 0.0)
-            for optimizer in trainer.optimizers:
-                for value in optimizer.state.get(param, {}).values():
-                    if isinstance(value, Tensor) and value.shape == param.shape:
-                        value.masked_fill_(positions, 0)
-
-    def _record(
-        self, step: int, fraction: float, counts: Mapping[str, int], grown: Mapping[str, Tensor]
-    ) -> RegrowthRecord:
-        survival: float | None = None
-        layer_survival: dict[str, float] = {}
-        if self._previous_grown is not None:
-            assert self.masks is not None
-            before = self._previous_grown.remaining_per_layer()
-            kept = (self._previous_grown & self.masks).remaining_per_layer()
-            layer_survival = {name: kept[name] / before[name] for name in before if before[name] > 0}
-            total_before = sum(before.values())
-            survival = sum(kept.values()) / total_before if total_before else None
-        self._previous_grown = Masks(grown)
-        return RegrowthRecord(
-            step=step,
-            drop_fraction=fraction,
-            changed=dict(counts),
-            grown_survival=survival,
-            layer_grown_survival=layer_survival,
-        )
-
-    def _log_regrowth(self, trainer: Trainer, record: RegrowthRecord) -> None:
-        if not trainer.is_global_zero:
-            return
-        metrics = {
-            "regrowth/drop_fraction": record.drop_fraction,
-            "regrowth/changed": float(sum(record.changed.values())),
-        }
-        metrics.update({f"regrowth/changed/{name}": float(count) for name, count in record.changed.items()})
-        if record.grown_survival is not None:
-            metrics["regrowth/grown_survival"] = record.grown_survival
-        metrics.update(
-            {f"regrowth/grown_survival/{name}": value for name, value in record.layer_grown_survival.items()}
-        )
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(record.metrics(), step=trainer.global_step)
 
 
 class RigL(DynamicSparseTraining):
@@ -417,14 +286,14 @@ class RigL(DynamicSparseTraining):
 
     @override
     def training_flops_per_sample(self, sparse_forward: float, dense_forward: float, step: int) -> float:
-        """RigL's own accounting (paper, appendix H): one dense gradient every ``delta_t`` steps until ``T_end``.
+        """RigL's own accounting (paper, appendix H): one dense gradient every ``update_every`` steps until ``T_end``.
 
         ``(3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1)`` per sample while the masks still change, ``3 f_S`` after.
         """
         if self.end_step is not None and step >= self.end_step:
             return 3.0 * sparse_forward
-        delta_t = self.delta_t
-        return (3.0 * sparse_forward * delta_t + 2.0 * sparse_forward + dense_forward) / (delta_t + 1)
+        update_every = self.update_every
+        return (3.0 * sparse_forward * update_every + 2.0 * sparse_forward + dense_forward) / (update_every + 1)
 
 
 class SET(DynamicSparseTraining):

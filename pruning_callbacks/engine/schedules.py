@@ -7,32 +7,14 @@ step updates the masks). Schedules are plain data, so configs express them witho
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pruning_callbacks.engine.checks import check_int, check_number, renamed_fields
+
 _ROUNDS_TOLERANCE = 1e-9
-
-
-def _check_range(
-    owner: str,
-    field: str,
-    value: float,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = True,
-) -> None:
-    above_low = value > low if low_open else value >= low
-    below_high = value < high if high_open else value <= high
-    if not (above_low and below_high):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{owner}.{field} must be in {interval}, got {value}.")
-
-
-def _check_int(owner: str, field: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{field} must be an integer >= {minimum}, got {value!r}.")
 
 
 def _rounds_to_reach(target_sparsity: float, prune_fraction: float) -> int:
@@ -57,8 +39,8 @@ class OneShot:
     update_step: int = 0
 
     def __post_init__(self) -> None:
-        _check_range("OneShot", "target_sparsity", self.target_sparsity, 0.0, 1.0)
-        _check_int("OneShot", "update_step", self.update_step, 0)
+        check_number("OneShot.target_sparsity", self.target_sparsity, 0.0, 1.0, high_open=True)
+        check_int("OneShot.update_step", self.update_step, 0)
 
     def sparsity_at(self, step: int) -> float:
         """0 before ``update_step``, ``target_sparsity`` from it on."""
@@ -92,10 +74,10 @@ class Iterative:
     target_sparsity: float | None = None
 
     def __post_init__(self) -> None:
-        _check_range("Iterative", "prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True)
-        _check_int("Iterative", "rounds", self.rounds, 1)
+        check_number("Iterative.prune_fraction", self.prune_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_int("Iterative.rounds", self.rounds, 1)
         if self.target_sparsity is not None:
-            _check_range("Iterative", "target_sparsity", self.target_sparsity, 0.0, 1.0, low_open=True)
+            check_number("Iterative.target_sparsity", self.target_sparsity, 0.0, 1.0, low_open=True, high_open=True)
             needed = _rounds_to_reach(self.target_sparsity, self.prune_fraction)
             if self.rounds != needed:
                 raise ValueError(
@@ -117,8 +99,8 @@ class Iterative:
         Raises:
             ValueError: If an argument is out of range.
         """
-        _check_range("Iterative", "target_sparsity", target_sparsity, 0.0, 1.0, low_open=True)
-        _check_range("Iterative", "prune_fraction", prune_fraction, 0.0, 1.0, low_open=True)
+        check_number("Iterative.target_sparsity", target_sparsity, 0.0, 1.0, low_open=True, high_open=True)
+        check_number("Iterative.prune_fraction", prune_fraction, 0.0, 1.0, low_open=True, high_open=True)
         return cls(
             prune_fraction=prune_fraction,
             rounds=_rounds_to_reach(target_sparsity, prune_fraction),
@@ -144,7 +126,7 @@ class Polynomial:
 
     From Zhu & Gupta 2017, "To prune, or not to prune" (https://arxiv.org/abs/1710.01878):
     ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t_end - t0)) ** power`` for ``t0 <= t <= t_end``, with
-    ``s_i`` before ``t0`` and ``s_f`` after ``t_end``. Masks are updated every ``frequency`` steps from
+    ``s_i`` before ``t0`` and ``s_f`` after ``t_end``. Masks are updated every ``update_every`` steps from
     ``begin_step`` to ``end_step``.
 
     Args:
@@ -152,7 +134,7 @@ class Polynomial:
         final_sparsity: Sparsity from ``end_step`` on, in ``[initial_sparsity, 1)``.
         begin_step: First update step, at least 0.
         end_step: Last update step, greater than ``begin_step``.
-        frequency: Steps between updates; ``end_step - begin_step`` must be a multiple of it so that the
+        update_every: Steps between updates; ``end_step - begin_step`` must be a multiple of it so that the
             last update lands on ``final_sparsity``.
         power: Exponent of the polynomial, greater than 0 (3 in the paper).
 
@@ -164,19 +146,19 @@ class Polynomial:
     final_sparsity: float
     begin_step: int
     end_step: int
-    frequency: int
+    update_every: int
     power: float = 3
 
     def __post_init__(self) -> None:
-        _check_range("Polynomial", "initial_sparsity", self.initial_sparsity, 0.0, 1.0)
-        _check_range("Polynomial", "final_sparsity", self.final_sparsity, self.initial_sparsity, 1.0)
-        _check_int("Polynomial", "begin_step", self.begin_step, 0)
-        _check_int("Polynomial", "end_step", self.end_step, self.begin_step + 1)
-        _check_int("Polynomial", "frequency", self.frequency, 1)
-        if (self.end_step - self.begin_step) % self.frequency != 0:
+        check_number("Polynomial.initial_sparsity", self.initial_sparsity, 0.0, 1.0, high_open=True)
+        check_number("Polynomial.final_sparsity", self.final_sparsity, self.initial_sparsity, 1.0, high_open=True)
+        check_int("Polynomial.begin_step", self.begin_step, 0)
+        check_int("Polynomial.end_step", self.end_step, self.begin_step + 1)
+        check_int("Polynomial.update_every", self.update_every, 1)
+        if (self.end_step - self.begin_step) % self.update_every != 0:
             raise ValueError(
-                f"Polynomial.frequency must divide end_step - begin_step = {self.end_step - self.begin_step} "
-                f"so the last update lands on final_sparsity, got {self.frequency}."
+                f"Polynomial.update_every must divide end_step - begin_step = {self.end_step - self.begin_step} "
+                f"so the last update lands on final_sparsity, got {self.update_every}."
             )
         if not self.power > 0:
             raise ValueError(f"Polynomial.power must be > 0, got {self.power}.")
@@ -191,8 +173,8 @@ class Polynomial:
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.power
 
     def is_update_step(self, step: int) -> bool:
-        """Whether ``step`` is in ``[begin_step, end_step]`` and a multiple of ``frequency`` from ``begin_step``."""
-        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+        """Whether ``step`` is in ``[begin_step, end_step]`` and a multiple of ``update_every`` from ``begin_step``."""
+        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.update_every == 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,13 +183,13 @@ class CosineDecay:
 
     From Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners" (RigL,
     https://arxiv.org/abs/1911.11134): ``alpha / 2 * (1 + cos(pi * step / end_step))`` of the kept weights
-    are dropped and regrown every ``update_interval`` steps until ``end_step``. Keyword-only, because
+    are dropped and regrown every ``update_every`` steps until ``end_step``. Keyword-only, because
     ``alpha`` has a default and ``end_step`` does not.
 
     Args:
         alpha: Initial drop fraction, in ``(0, 1]``.
         end_step: Step after which masks stop changing, at least 1.
-        update_interval: Steps between mask updates, at least 1.
+        update_every: Steps between mask updates, at least 1.
 
     Raises:
         ValueError: If a field is out of range.
@@ -215,12 +197,12 @@ class CosineDecay:
 
     alpha: float = 0.3
     end_step: int
-    update_interval: int = 100
+    update_every: int = 100
 
     def __post_init__(self) -> None:
-        _check_range("CosineDecay", "alpha", self.alpha, 0.0, 1.0, low_open=True, high_open=False)
-        _check_int("CosineDecay", "end_step", self.end_step, 1)
-        _check_int("CosineDecay", "update_interval", self.update_interval, 1)
+        check_number("CosineDecay.alpha", self.alpha, 0.0, 1.0, low_open=True)
+        check_int("CosineDecay.end_step", self.end_step, 1)
+        check_int("CosineDecay.update_every", self.update_every, 1)
 
     def fraction_at(self, step: int) -> float:
         """Drop fraction at ``step``: ``alpha / 2 * (1 + cos(pi * step / end_step))``, 0 from ``end_step`` on."""
@@ -229,5 +211,74 @@ class CosineDecay:
         return self.alpha / 2.0 * (1.0 + math.cos(math.pi * step / self.end_step))
 
     def is_update_step(self, step: int) -> bool:
-        """Whether ``0 < step < end_step`` and ``step`` is a multiple of ``update_interval``."""
-        return 0 < step < self.end_step and step % self.update_interval == 0
+        """Whether ``0 < step < end_step`` and ``step`` is a multiple of ``update_every``."""
+        return 0 < step < self.end_step and step % self.update_every == 0
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Where each round's epochs lie in the single ``fit``.
+
+    Attributes:
+        starts: First epoch of each round; round 0 may be empty (when training starts from a dense checkpoint).
+        total_epochs: Epochs of the whole run.
+    """
+
+    starts: tuple[int, ...]
+    total_epochs: int
+
+    @classmethod
+    def from_lengths(cls, lengths: Sequence[int]) -> RoundPlan:
+        """Build the plan from the number of epochs of each round."""
+        starts = [0]
+        for length in lengths[:-1]:
+            starts.append(starts[-1] + length)
+        return cls(tuple(starts), sum(lengths))
+
+    def round_of(self, epoch: int) -> int:
+        """Index of the round that ``epoch`` belongs to."""
+        return bisect.bisect_right(self.starts, epoch) - 1
+
+    def last_epoch(self, round_index: int) -> int:
+        """Last epoch of round ``round_index`` (one before its start for an empty round)."""
+        ends = (*self.starts[1:], self.total_epochs)
+        return ends[round_index] - 1
+
+
+def iterative_schedule(rounds: int | None, prune_fraction: float | None, target_sparsity: float | None) -> Iterative:
+    """The round schedule that a prune-after-training config asks for.
+
+    * ``rounds`` and ``prune_fraction``: each round removes ``prune_fraction`` of the remaining weights;
+    * ``target_sparsity`` and ``prune_fraction``: as many such rounds as reach the target, the last landing on it;
+    * ``target_sparsity`` alone: one round straight to it (one-shot).
+
+    Raises:
+        ValueError: For an out-of-range value, or a combination other than these three.
+    """
+    if prune_fraction is not None and not 0 < prune_fraction < 1:
+        raise ValueError(f"prune_fraction must be in (0, 1), got {prune_fraction}")
+    if target_sparsity is not None and not 0 < target_sparsity < 1:
+        raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity}")
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds}")
+    if target_sparsity is None:
+        if rounds is None or prune_fraction is None:
+            raise ValueError(
+                "give rounds and prune_fraction (iterative by fraction), target_sparsity and prune_fraction "
+                "(iterative to a target) or target_sparsity alone (one-shot)"
+            )
+        return Iterative(prune_fraction=prune_fraction, rounds=rounds)
+    if rounds is not None:
+        raise ValueError(
+            f"rounds ({rounds}) and target_sparsity ({target_sparsity}) conflict: with target_sparsity the number "
+            "of rounds follows from prune_fraction (iterative) or is 1 (one-shot); drop rounds"
+        )
+    if prune_fraction is None:
+        return Iterative(prune_fraction=target_sparsity, rounds=1)
+    return Iterative.to_target(target_sparsity, prune_fraction)
+
+
+# The names of the release before: the update period was ``frequency`` (Polynomial) and ``update_interval``
+# (CosineDecay); it is ``update_every`` everywhere now, as in ScheduledPruning and the dynamic callbacks.
+renamed_fields(Polynomial, frequency="update_every")
+renamed_fields(CosineDecay, update_interval="update_every")
