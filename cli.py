@@ -338,9 +338,9 @@ def _precision_line(choice: precision.AutoPrecision, channels_last: bool | None)
 
 
 def _tools() -> dict[str, Callable[[list[str]], int]]:
-    from analysis import export, report, sweep
+    from analysis import export_command, report, sweep
 
-    return {"sweep": sweep.main, "report": report.main, "export": export.main}
+    return {"sweep": sweep.main, "report": report.main, "export": export_command.main}
 
 
 TOOLS = ("sweep", "report", "export")

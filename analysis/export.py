@@ -42,25 +42,20 @@ smaller network.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import io
 import math
 import os
 import pickle
 import sys
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from analysis import slim
-from lit_modules.resnet import ResNet18Channels, resnet18_from_state_dict
-from pruning_callbacks.engine.io import atomic_torch_save, atomic_write_bytes
+from pruning_callbacks.engine.io import atomic_write_bytes
 from pruning_callbacks.engine.masks import Masks
 
 FORMAT = "lightning-pruning/sparse-state-dict"
@@ -156,7 +151,8 @@ def unpack_bits(packed: Tensor, numel: int) -> Tensor:
 # ---------------------------------------------------------------------- sizes
 
 
-def _plain_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
+def plain_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The tensors of ``state_dict``, detached and on the CPU (a non-tensor entry is refused)."""
     plain: dict[str, Tensor] = {}
     for name, value in state_dict.items():
         if not isinstance(value, Tensor):
@@ -185,7 +181,7 @@ def dense_size_bytes(state_dict: Mapping[str, Tensor]) -> int:
     Raises:
         TypeError: If a value is not a tensor.
     """
-    return len(_serialized(_plain_state_dict(state_dict)))
+    return len(_serialized(plain_state_dict(state_dict)))
 
 
 # ---------------------------------------------------------------------- export and load
@@ -240,7 +236,7 @@ def sparse_payload(
         ValueError: If a mask names no tensor, has another shape, is for a non-floating tensor, or prunes a
             position whose value is not zero.
     """
-    plain = _plain_state_dict(state_dict)
+    plain = plain_state_dict(state_dict)
     keep = _keep_masks(plain, masks)
     tensors: dict[str, Any] = {}
     pruned = 0
@@ -350,7 +346,13 @@ def dense_state_dict(payload: Mapping[str, Any]) -> dict[str, Tensor]:
     }
 
 
-def _load(path: str | os.PathLike[str], what: str) -> Any:
+def load_file(path: str | os.PathLike[str], what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with a one-line error naming ``what`` the file was for.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it cannot be read as a file of tensors and containers.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
@@ -375,7 +377,7 @@ def load_sparse(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         FileNotFoundError: If ``path`` does not exist.
         ValueError: If the file is not a sparse export or is inconsistent.
     """
-    payload = _load(path, "sparse export")
+    payload = load_file(path, "sparse export")
     if not is_sparse_payload(payload):
         raise ValueError(f"{path} is not a sparse export (expected format '{FORMAT}')")
     return dense_state_dict(payload)
@@ -400,13 +402,18 @@ def state_dict_from_checkpoint(
         FileNotFoundError: If the file does not exist.
         ValueError: If it is not a Lightning checkpoint, or several callbacks hold masks.
     """
-    return _checkpoint_parts(_load(ckpt_path, "checkpoint"), ckpt_path)
+    return checkpoint_parts(load_file(ckpt_path, "checkpoint"), ckpt_path)
 
 
-def _checkpoint_parts(
+def checkpoint_parts(
     checkpoint: object, ckpt_path: str | os.PathLike[str]
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    if not _is_checkpoint(checkpoint):
+    """The weights of a loaded Lightning checkpoint and the masks its pruning callback saved (or ``None``).
+
+    Raises:
+        ValueError: If it is not a checkpoint, or several callbacks saved masks.
+    """
+    if not is_checkpoint(checkpoint):
         raise ValueError(f"{ckpt_path} is not a Lightning checkpoint (no 'state_dict' entry)")
     assert isinstance(checkpoint, Mapping)
     state_dict = dict(checkpoint["state_dict"])
@@ -424,207 +431,25 @@ def _checkpoint_parts(
     return state_dict, masks.state_dict()
 
 
-def _is_checkpoint(obj: object) -> bool:
+def is_checkpoint(obj: object) -> bool:
+    """Whether ``obj`` looks like a Lightning checkpoint (a mapping with a ``state_dict``)."""
     return isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
 
 
-# ---------------------------------------------------------------------- ONNX
+def __getattr__(name: str) -> Any:
+    """``export_onnx`` and ``main`` moved to :mod:`analysis.onnx_export` and :mod:`analysis.export_command`."""
+    if name == "export_onnx":
+        from analysis.onnx_export import export_onnx
 
+        return export_onnx
+    if name == "main":
+        from analysis.export_command import main
 
-def _resnet18_state_dict(model_or_state_dict: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
-    if isinstance(model_or_state_dict, nn.Module):
-        return {name: tensor.detach().cpu() for name, tensor in model_or_state_dict.state_dict().items()}
-    return _plain_state_dict(model_or_state_dict)
-
-
-def export_onnx(
-    model_or_state_dict: nn.Module | Mapping[str, Tensor],
-    path: str | os.PathLike[str],
-    width: int | None = None,
-    num_classes: int | None = None,
-    opset_version: int | None = None,
-) -> Path:
-    """Export a CIFAR ResNet18 (dense with zeros, or channel-slimmed) to ONNX (one file, dynamic batch axis).
-
-    A fresh :class:`lit_modules.resnet.ResNet18`, or :class:`lit_modules.resnet.SlimResNet18` when the weights'
-    shapes are a slimmed network's (CPU, float32, eval mode), is built and loaded strictly with the weights, so the
-    model passed in is not touched. The graph comes from the ``torch.export``-based exporter (``dynamo=True``, the
-    default since PyTorch 2.9; the TorchScript one is deprecated), traced on a ``(1, 3, 32, 32)`` input
-    with input ``images`` and output ``logits`` whose first axis is ``batch``. The file is written
-    next to ``path`` under a temporary name, then renamed into place.
-
-    Args:
-        model_or_state_dict: A ResNet18 (``ResNet18``, ``SlimResNet18``, ``ResNet18Classifier``) or its state dict.
-        path: Destination ``.onnx`` file; its folder is created if needed.
-        width: First-stage channels; ``None`` reads it from ``conv1.weight``.
-        num_classes: Classifier outputs; ``None`` reads them from ``linear.weight``.
-        opset_version: ONNX opset; ``None`` means the exporter's default.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ImportError: If ``onnx`` or ``onnxscript`` is not installed.
-        ValueError: If the weights are not a CIFAR ResNet18's or do not match ``width`` / ``num_classes``.
-    """
-    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(f"ONNX export needs {' and '.join(missing)}: pip install onnx onnxscript")
-    state_dict = _resnet18_state_dict(model_or_state_dict)
-    if "conv1.weight" not in state_dict or "linear.weight" not in state_dict:
-        raise ValueError("export_onnx needs a CIFAR ResNet18 state dict (with conv1.weight and linear.weight)")
-    found_width, found_classes = state_dict["conv1.weight"].shape[0], state_dict["linear.weight"].shape[0]
-    if width is not None and width != found_width:
-        raise ValueError(f"width={width} does not match the weights, whose conv1 has {found_width} channels")
-    if num_classes is not None and num_classes != found_classes:
-        raise ValueError(f"num_classes={num_classes} does not match the weights, whose linear has {found_classes}")
-    network = resnet18_from_state_dict(
-        {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state_dict.items()}
-    )
-    network.eval()
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(handle)
-    try:
-        torch.onnx.export(
-            network,
-            (torch.zeros(1, 3, 32, 32),),
-            temporary,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            opset_version=opset_version,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return path
-
-
-# ---------------------------------------------------------------------- command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.export",
-        description="Export a pruned checkpoint as a compact sparse file (and ONNX), or turn a sparse file back "
-        "into a dense state dict. Sizes are in MB of 10^6 bytes.",
-    )
-    parser.add_argument("input", help="a Lightning checkpoint (.ckpt) or a sparse export (.sparse.pt)")
-    parser.add_argument(
-        "--out", help="sparse file to write from a checkpoint (default: INPUT with the suffix .sparse.pt)"
-    )
-    parser.add_argument(
-        "--slim",
-        help="write the network with its pruned channels removed (a smaller, faster ResNet18) to this file; the "
-        "checkpoint needs channel masks (configs/l1_filter.yaml, configs/early_bird.yaml); no sparse file is "
-        "written unless --out is given",
-    )
-    parser.add_argument(
-        "--onnx",
-        help="also write an ONNX model, of the slimmed network with --slim (needs: pip install onnx onnxscript)",
-    )
-    parser.add_argument("--to-dense", dest="to_dense", help="also write the plain dense state dict (torch.save)")
-    return parser
-
-
-def _run(args: argparse.Namespace) -> None:
-    source = Path(args.input)
-    loaded = _load(source, "input file")
-    if slim.is_slim_payload(loaded):
-        if args.out or args.slim:
-            raise ValueError("INPUT is already a slimmed network; only --onnx and --to-dense apply to it")
-        state_dict = dict(loaded["state_dict"])
-        print(
-            f"slimmed network {source} ({ResNet18Channels.from_state_dict(state_dict).parameter_count():,} parameters)"
-        )
-    elif is_sparse_payload(loaded):
-        if args.out:
-            raise ValueError("--out applies to a checkpoint input; INPUT is already a sparse export")
-        state_dict = dense_state_dict(loaded)
-        _print_sizes(
-            f"sparse export {source} (sparsity {float(loaded['metadata'].get('sparsity', 0.0)):.4f})",
-            dense_size_bytes(state_dict),
-            source.stat().st_size,
-        )
-    elif _is_checkpoint(loaded):
-        state_dict, masks = _checkpoint_parts(loaded, source)
-        del loaded
-        if args.out or not args.slim:
-            out = Path(args.out) if args.out else source.with_suffix(".sparse.pt")
-            result = export_sparse(state_dict, out, masks, source=str(source))
-            origin = "the pruning callback's masks" if masks is not None else "the zeros of the Conv/Linear weights"
-            _print_sizes(
-                f"wrote {out} (sparsity {result.sparsity:.4f}, from {origin})", result.dense_bytes, result.sparse_bytes
-            )
-    else:
-        raise ValueError(f"{source} is neither a Lightning checkpoint, a sparse export nor a slimmed network")
-    if args.slim:
-        state_dict = _write_slim(state_dict, Path(args.slim), source)
-    if args.to_dense:
-        atomic_torch_save(state_dict, args.to_dense)
-        print(f"wrote {args.to_dense} (dense state dict)")
-    if args.onnx:
-        print(f"wrote {export_onnx(state_dict, args.onnx)} (ONNX)")
-
-
-def _print_sizes(headline: str, dense_bytes: int, sparse_bytes: int) -> None:
-    print(headline)
-    print(f"dense:  {size_mb(dense_bytes):.3f} MB ({dense_bytes} bytes)")
-    print(f"sparse: {size_mb(sparse_bytes):.3f} MB ({sparse_bytes} bytes)")
-    print(f"ratio:  {sparse_bytes / dense_bytes:.4f} ({dense_bytes / sparse_bytes:.2f}x smaller)")
-
-
-def _write_slim(state_dict: Mapping[str, Tensor], out: Path, source: Path) -> dict[str, Tensor]:
-    """Slim ``state_dict``, check the logits against the masked network's, write it, and return the slim weights."""
-    result = slim.slim_state_dict(_plain_state_dict(state_dict))
-    if result.after == result.before:
-        raise ValueError(
-            f"{source} has no channel to remove (no BatchNorm channel with weight and bias both 0); --slim needs "
-            "channel masks, e.g. from configs/l1_filter.yaml or configs/early_bird.yaml"
-        )
-    difference, scale = slim.logit_difference(state_dict, result.state_dict)
-    if difference > 1e-4 * max(1.0, scale):
-        raise ValueError(
-            f"the slimmed network's logits differ from the masked network's by {difference:.3g} (largest logit "
-            f"{scale:.3g}); the checkpoint's pruned channels are not exactly zero"
-        )
-    slim.write_slim(result, out, {"source": str(source), "max_logit_difference": difference})
-    before, after = result.before, result.after
-    print(
-        f"wrote {out} (slimmed ResNet18: {result.parameters_after:,} of {result.parameters_before:,} parameters, "
-        f"{result.parameters_after / result.parameters_before:.3f})"
-    )
-    print(f"residual streams: {list(before.streams)} -> {list(after.streams)}")
-    print(f"inside blocks:    {[list(s) for s in before.inner]} -> {[list(s) for s in after.inner]}")
-    print(
-        f"logits on {slim.CHECK_IMAGES} random images match the masked network's (largest difference {difference:.2g})"
-    )
-    return result.state_dict
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line.
-
-    Args:
-        argv: Arguments instead of ``sys.argv[1:]``.
-
-    Returns:
-        0 on success, 1 after printing a one-line error.
-    """
-    args = _parser().parse_args(argv)
-    try:
-        _run(args)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
+    from analysis.export_command import main
+
     sys.exit(main())

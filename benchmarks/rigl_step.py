@@ -58,9 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--update-every", type=int, default=100, help="steps between RigL updates")
-    parser.add_argument(
-        "--periods", type=int, default=2, help="timed update periods (update_every steps each)"
-    )
+    parser.add_argument("--periods", type=int, default=2, help="timed update periods (update_every steps each)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the variants")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each run")
     parser.add_argument("--sparsity", type=float, default=0.9)

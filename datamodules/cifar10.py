@@ -14,490 +14,55 @@ so the loaders only move uint8 tensors.
 
 from __future__ import annotations
 
-import functools
-import math
 import os
-import pickle
 import signal
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from datamodules.augment import (  # noqa: F401 - importable from here, as before
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGE_SIZE,
+    PADDING,
+    augment_batch,
+    augmentation_plan,
+    normalize,
+)
 from datamodules.ood import OOD_LABEL, load_ood_images, prepare_ood, resolve_ood
+from datamodules.sampling import (
+    EpochSeededSampler,
+    IndexedTestBatch,
+    InMemoryDataset,
+    ResidentBatchLoader,
+    collate_batched,
+)
+from datamodules.sources import (  # noqa: F401
+    BATCHES_DIR,
+    CLASSES,
+    IMAGE_SUFFIXES,
+    TEST_BATCH,
+    TRAIN_BATCHES,
+    TensorSplit,
+    class_dirs,
+    find_source,
+    missing_data_message,
+    nearby_copy,
+    one_line,
+    read_batches,
+    read_image_folder,
+)
 from datamodules.subsets import EVAL_SUBSET_SEED, stratified_subset
-from pruning_callbacks.engine.seeding import generator as seeded_generator
 from pruning_callbacks.engine.seeding import global_seed
 from pruning_callbacks.lightning_compat import fit_position
-
-CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
-CLASSES: tuple[str, ...] = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-IMAGE_SIZE = 32
-PADDING = 4
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-BATCHES_DIR = "cifar-10-batches-py"
-TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
-TEST_BATCH = "test_batch"
-
-_DECODE_CHUNK = 2048
-
-
-def augmentation_plan(seed: int, epoch: int, num_samples: int) -> tuple[Tensor, Tensor]:
-    """Draw one epoch's crop offsets and flips for every training sample, on the CPU.
-
-    Args:
-        seed: The run seed.
-        epoch: The training epoch.
-        num_samples: Number of samples in the training split.
-
-    Returns:
-        ``shifts`` of shape ``(num_samples, 2)`` (int64 row and column offsets of the crop in the padded image,
-        each in ``[0, 2 * PADDING]``) and ``flips`` of shape ``(num_samples,)`` (bool, ``True`` = mirror).
-    """
-    generator = seeded_generator(seed, "augment", epoch)
-    shifts = torch.randint(0, 2 * PADDING + 1, (num_samples, 2), generator=generator)
-    flips = torch.randint(0, 2, (num_samples,), generator=generator).bool()
-    return shifts, flips
-
-
-def augment_batch(images: Tensor, shifts: Tensor, flips: Tensor, padding: int = PADDING) -> Tensor:
-    """Random-crop with zero padding and horizontal flip, for a whole batch in one gather.
-
-    Equivalent to ``torchvision.transforms.RandomCrop(size, padding=padding)`` followed by
-    ``RandomHorizontalFlip`` with the crop's top-left corner and the flip given explicitly. The offsets are not
-    range-checked (that would sync the device); they must lie in ``[0, 2 * padding]``.
-
-    Args:
-        images: ``(B, C, H, W)`` images of any dtype (uint8 here), on any device.
-        shifts: ``(B, 2)`` integer row and column offsets of the crop inside the padded image.
-        flips: ``(B,)`` bool, ``True`` where the cropped image is mirrored left to right.
-        padding: Zero padding on each side before cropping.
-
-    Returns:
-        The augmented batch, same shape, dtype and device as ``images``.
-
-    Raises:
-        ValueError: If the shapes of ``images``, ``shifts`` and ``flips`` do not fit together.
-    """
-    if images.dim() != 4 or shifts.shape != (images.shape[0], 2) or flips.shape != (images.shape[0],):
-        raise ValueError(
-            f"augment_batch expects images (B, C, H, W), shifts (B, 2) and flips (B,), got "
-            f"{tuple(images.shape)}, {tuple(shifts.shape)} and {tuple(flips.shape)}."
-        )
-    batch, channels, height, width = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
-    padded_width = width + 2 * padding
-    shifts = shifts.to(device=images.device, dtype=torch.long)
-    flips = flips.to(device=images.device, dtype=torch.bool)
-    rows = shifts[:, :1] + torch.arange(height, device=images.device)
-    columns = torch.arange(width, device=images.device).expand(batch, width)
-    columns = torch.where(flips[:, None], columns.flip(-1), columns) + shifts[:, 1:]
-    index = (rows[:, :, None] * padded_width + columns[:, None, :]).view(batch, 1, height * width)
-    gathered = padded.flatten(2).gather(2, index.expand(batch, channels, height * width))
-    return gathered.view(batch, channels, height, width)
-
-
-@functools.lru_cache(maxsize=8)
-def _channel_stats(device: torch.device) -> tuple[Tensor, Tensor]:
-    """Mean and std as ``(3, 1, 1)`` tensors on ``device``, made once so normalising never copies to the device."""
-    mean = torch.tensor(CIFAR10_MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=device).view(3, 1, 1)
-    return mean, std
-
-
-def normalize(images: Tensor) -> Tensor:
-    """Scale uint8 images to ``[0, 1]`` and standardise each channel with the CIFAR-10 mean and std.
-
-    Args:
-        images: ``(..., 3, H, W)`` uint8 images.
-
-    Returns:
-        float32 images of the same shape on the same device.
-    """
-    mean, std = _channel_stats(images.device)
-    return images.float().div_(255.0).sub_(mean).div_(std)
-
-
-class EpochSeededSampler(DistributedSampler):
-    """A DistributedSampler whose order is a pure function of ``(seed, epoch)``.
-
-    The permutation of one epoch is drawn from ``seeded_generator(seed, "shuffle", epoch)`` on the CPU and
-    sharded exactly like :class:`~torch.utils.data.DistributedSampler` (padded with
-    the first indices to a multiple of ``num_replicas``, then every ``num_replicas``-th index from ``rank``).
-    Because it is a ``DistributedSampler``, Lightning neither replaces nor wraps it under DDP, and it calls
-    :meth:`set_epoch` at the start of every epoch.
-
-    Args:
-        dataset_size: Number of samples to draw from.
-        seed: The run seed.
-        shuffle: Shuffle every epoch; ``False`` yields ``0..dataset_size-1`` sharded by rank.
-        num_replicas: Number of DDP processes.
-        rank: This process's global rank.
-
-    Raises:
-        ValueError: If ``dataset_size`` is not positive or ``rank`` is not in ``[0, num_replicas)``.
-    """
-
-    def __init__(
-        self, dataset_size: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
-    ) -> None:
-        if dataset_size < 1:
-            raise ValueError(f"`dataset_size` must be >= 1, got {dataset_size}.")
-        super().__init__(
-            range(dataset_size),  # type: ignore[arg-type]  # only its length is used
-            num_replicas=num_replicas,
-            rank=rank,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=False,
-        )
-        self.dataset_size = dataset_size
-        self._resume: tuple[int, int] | None = None
-
-    def resume_within_epoch(self, epoch: int, skip: int) -> None:
-        """Make iteration over ``epoch`` start after its first ``skip`` samples (of this rank).
-
-        A run resumed from a checkpoint written in the middle of an epoch continues with the next batch: the order
-        is a pure function of ``(seed, epoch)``, so resuming is a skip, not a replay. ``len()`` stays the length
-        of the whole epoch, as Lightning counts the resumed epoch's batches from where it stopped. Other epochs
-        are not affected.
-
-        Args:
-            epoch: The epoch being resumed.
-            skip: Samples of this rank's order already trained on in it (batches done × batch size).
-        """
-        self._resume = (epoch, skip) if skip > 0 else None
-
-    def iteration_indices(self) -> Tensor:
-        """The indices an iteration over the current epoch yields: :meth:`epoch_indices` less a resumed skip."""
-        indices = self.epoch_indices()
-        if self._resume is not None and self._resume[0] == self.epoch:
-            indices = indices[self._resume[1] :]
-        return indices
-
-    def epoch_indices(self) -> Tensor:
-        """This rank's indices for the current epoch, as an int64 CPU tensor."""
-        if self.shuffle:
-            generator = seeded_generator(self.seed, "shuffle", self.epoch)
-            order = torch.randperm(self.dataset_size, generator=generator)
-        else:
-            order = torch.arange(self.dataset_size)
-        missing = self.total_size - self.dataset_size
-        if missing > 0:
-            order = torch.cat([order, order.repeat(math.ceil(missing / self.dataset_size))[:missing]])
-        return order[self.rank : self.total_size : self.num_replicas]
-
-    @override
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.iteration_indices().tolist())
-
-
-class IndexedTestBatch(NamedTuple):
-    """A CIFAR-10 test batch that also names each image's position in the test set.
-
-    Test batches (dataloader 0 of :meth:`CIFAR10DataModule.test_dataloader`) have this type so that
-    :meth:`CIFAR10DataModule.on_after_batch_transfer` can tell them from training batches, which are plain
-    ``(images, labels, positions)`` tuples, even when a callback evaluates the test set while training: they are
-    normalised, never augmented, and keep their positions, which a ``test_step`` can match against
-    :meth:`CIFAR10DataModule.evaluation_subset`. Being a tuple, ``batch[:2]`` and ``batch[0]`` work as on any batch.
-    """
-
-    images: Tensor
-    labels: Tensor
-    positions: Tensor
-
-
-def _pack(images: Tensor, labels: Tensor, index: Tensor, with_positions: bool, indexed_test: bool) -> tuple:
-    if indexed_test:
-        return IndexedTestBatch(images, labels, index)
-    return (images, labels, index) if with_positions else (images, labels)
-
-
-class ResidentBatchLoader:
-    """Batches sliced straight out of tensors that already live on the training device.
-
-    Not a DataLoader: no workers, no per-sample Python, one ``index_select`` per tensor and batch. It exposes
-    ``sampler`` (so Lightning's ``set_epoch`` reaches it), ``batch_sampler = None`` (read by Lightning's shuffle
-    check on evaluation loaders), ``batch_size`` and ``__len__``.
-
-    Args:
-        images: ``(N, 3, 32, 32)`` uint8 images.
-        labels: ``(N,)`` int64 labels on the same device.
-        sampler: Gives this rank's sample order for the current epoch.
-        batch_size: Samples per batch; the last batch may be smaller.
-        with_positions: Also yield each sample's position in ``images`` (training batches).
-        indexed_test: Yield :class:`IndexedTestBatch` ``(images, labels, positions)`` instead (CIFAR-10 test
-            batches); overrides ``with_positions``.
-    """
-
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        sampler: EpochSeededSampler,
-        batch_size: int,
-        with_positions: bool,
-        indexed_test: bool = False,
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.sampler = sampler
-        self.batch_sampler = None
-        self.batch_size = batch_size
-        self.with_positions = with_positions
-        self.indexed_test = indexed_test
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        order = self.sampler.iteration_indices().to(self.images.device)
-        for index in order.split(self.batch_size):
-            images = self.images.index_select(0, index)
-            labels = self.labels.index_select(0, index)
-            yield _pack(images, labels, index, self.with_positions, self.indexed_test)
-
-
-class _InMemoryDataset(Dataset):
-    """uint8 images and labels in CPU memory; ``__getitems__`` fetches a whole batch with one index op."""
-
-    def __init__(self, images: Tensor, labels: Tensor, with_positions: bool, indexed_test: bool = False) -> None:
-        self.images = images
-        self.labels = labels
-        self.with_positions = with_positions
-        self.indexed_test = indexed_test
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        position = torch.tensor(index)
-        return _pack(self.images[index], self.labels[index], position, self.with_positions, self.indexed_test)
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return _pack(self.images[index], self.labels[index], index, self.with_positions, self.indexed_test)
-
-
-def _collate_batched(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Collate for :class:`_InMemoryDataset`, whose ``__getitems__`` already returns a stacked batch."""
-    return batch
-
-
-@dataclass(frozen=True)
-class TensorSplit:
-    """One split as tensors: ``images`` ``(N, 3, 32, 32)`` uint8 and ``labels`` ``(N,)`` int64."""
-
-    images: Tensor
-    labels: Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def to(self, device: torch.device) -> TensorSplit:
-        """Return this split on ``device`` (itself when it is already there)."""
-        if self.images.device == device:
-            return self
-        return TensorSplit(self.images.to(device), self.labels.to(device))
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _unreadable(path: Path | str) -> PermissionError:
-    return PermissionError(
-        f"cannot read {path}: permission denied (--data.data_dir must be readable by this user, folders with "
-        f"read and execute permission, e.g. `chmod -R u+rX {path}`)"
-    )
-
-
-def _check_readable(folder: Path) -> None:
-    """Raise a one-line PermissionError naming ``folder`` if it exists but this user cannot list or enter it."""
-    try:
-        is_dir = folder.is_dir()
-    except PermissionError:  # a folder above it cannot be entered
-        raise _unreadable(folder) from None
-    if is_dir and not os.access(folder, os.R_OK | os.X_OK):
-        raise _unreadable(folder)
-
-
-def _class_dirs(split_dir: Path) -> list[str]:
-    _check_readable(split_dir)
-    if not split_dir.is_dir():
-        return []
-    try:
-        with os.scandir(split_dir) as entries:
-            return sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
-    except PermissionError:
-        raise _unreadable(split_dir) from None
-
-
-def _find_source(root: Path) -> tuple[str | None, str]:
-    """Return ``("image_folder" | "batches_py" | None, note)``; the note says what was incomplete, if anything.
-
-    Raises:
-        PermissionError: In one line, naming the folder, if ``root`` or a folder it looks into cannot be read.
-    """
-    _check_readable(root)
-    train_classes, test_classes = _class_dirs(root / "train"), _class_dirs(root / "test")
-    if train_classes and test_classes:
-        return "image_folder", ""
-    notes = []
-    if train_classes or test_classes:
-        present, absent = ("train", "test") if train_classes else ("test", "train")
-        notes.append(f"found {present}/ class folders but no {absent}/ ones")
-    batches = root / BATCHES_DIR
-    _check_readable(batches)
-    if batches.is_dir():
-        missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if not (batches / name).is_file()]
-        if not missing:
-            return "batches_py", ""
-        notes.append(f"{BATCHES_DIR} lacks {', '.join(missing)}")
-    return None, f" ({'; '.join(notes)})" if notes else ""
-
-
-_MAX_NEIGHBOURS = 256
-"""Subfolders of ``data_dir`` searched for a copy when ``data_dir`` itself holds none."""
-
-
-def _nearby_copy(root: Path) -> str:
-    """Name a complete copy next to ``root``, for a ``data_dir`` that points at its parent or at one of its folders.
-
-    Looks in ``root``'s subfolders (``data_dir=/tmp`` with the data in ``/tmp/cifar10``) and, when ``root`` is a
-    ``train``, ``test`` or ``cifar-10-batches-py`` folder, in its parent.
-
-    Returns:
-        A hint such as ``found train/ and test/ in /tmp/cifar10: use --data.data_dir /tmp/cifar10``, or ``""``.
-    """
-    candidates = [root.parent] if root.name in ("train", "test", BATCHES_DIR) else []
-    try:
-        with os.scandir(root) as entries:
-            names = sorted(entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir())
-    except OSError:  # missing or unreadable: nothing below it to suggest
-        names = []
-    candidates.extend(root / name for name in names[:_MAX_NEIGHBOURS])
-    for candidate in candidates:
-        try:
-            kind, _ = _find_source(candidate)
-        except OSError:  # an unreadable neighbour is not the copy
-            continue
-        if kind == "image_folder":
-            return f"found train/ and test/ in {candidate}: use --data.data_dir {candidate}"
-        if kind == "batches_py":
-            return f"found {BATCHES_DIR}/ in {candidate}: use --data.data_dir {candidate}"
-    return ""
-
-
-def _missing_data_message(root: Path, download_note: str, found_note: str, nearby: str = "") -> str:
-    if nearby:
-        return (
-            f"CIFAR-10 not found in --data.data_dir {root}{found_note}, but {nearby} (data_dir is the folder that "
-            f"holds train/<class>/ and test/<class>/, or {BATCHES_DIR}/)."
-        )
-    return (
-        f"CIFAR-10 not found: looked for an image folder at {root}/train/<class>/*.{{png,jpg,jpeg}} and "
-        f"{root}/test/<class>/*, and for pickled batches at {root / BATCHES_DIR}{found_note}; {download_note}. "
-        "Fix: point --data.data_dir at an extracted copy (e.g. `tar -xzf cifar10-jpeg.tar.gz -C /tmp/cifar10` "
-        "then `--data.data_dir /tmp/cifar10`), or pass `--data.download true` on a machine with internet access."
-    )
-
-
-def _decode_with_pil(path: str) -> Tensor:
-    with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-
-
-def _decode_chunk(paths: Sequence[str]) -> Tensor:
-    """Decode image files into a ``(len(paths), 3, 32, 32)`` uint8 tensor (torchvision.io, PIL as fallback)."""
-    out = torch.empty((len(paths), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
-    for position, path in enumerate(paths):
-        try:
-            try:
-                image = torchvision.io.decode_image(
-                    torchvision.io.read_file(path), mode=torchvision.io.ImageReadMode.RGB
-                )
-            except RuntimeError:  # formats or variants libjpeg/libpng in torchvision cannot read (or no permission)
-                image = _decode_with_pil(path)
-        except PermissionError:
-            raise _unreadable(path) from None
-        if image.shape != (3, IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(
-                f"CIFAR-10 images must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {tuple(image.shape[1:])} in {path}."
-            )
-        out[position] = image
-    return out
-
-
-def _read_image_folder(split_dir: Path, classes: Sequence[str]) -> TensorSplit:
-    """Decode ``split_dir/<class>/*`` in sorted file order; the label is the class's index in ``classes``."""
-    paths: list[str] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        class_dir = split_dir / name
-        _check_readable(class_dir)
-        try:
-            with os.scandir(class_dir) as entries:
-                files = sorted(
-                    entry.name
-                    for entry in entries
-                    if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-                )
-        except PermissionError:
-            raise _unreadable(class_dir) from None
-        paths.extend(str(class_dir / file) for file in files)
-        labels.extend([label] * len(files))
-    if not paths:
-        raise FileNotFoundError(f"No .png/.jpg/.jpeg images found under {split_dir}/<class>/.")
-    chunks = [paths[start : start + _DECODE_CHUNK] for start in range(0, len(paths), _DECODE_CHUNK)]
-    # File reads and libjpeg/libpng release the GIL, so threads overlap I/O and decoding.
-    with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 1) + 1)) as pool:
-        images = torch.cat(list(pool.map(_decode_chunk, chunks)))
-    return TensorSplit(images, torch.tensor(labels, dtype=torch.long))
-
-
-def _read_batches(paths: Sequence[Path]) -> TensorSplit:
-    """Parse CIFAR-10 python pickles (``b"data"``: ``(N, 3072)`` uint8, ``b"labels"``: list of int)."""
-    images, labels = [], []
-    for path in paths:
-        try:
-            with open(path, "rb") as file:
-                entry = pickle.load(file, encoding="bytes")
-        except PermissionError:
-            raise _unreadable(path) from None
-        data = entry.get(b"data", entry.get("data"))
-        targets = entry.get(b"labels", entry.get("labels"))
-        if data is None or targets is None:
-            raise ValueError(f"{path} is not a CIFAR-10 batch: it has no 'data' and 'labels' keys.")
-        images.append(torch.from_numpy(np.asarray(data, dtype=np.uint8).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE)))
-        labels.append(torch.as_tensor(np.asarray(targets), dtype=torch.long))
-    return TensorSplit(torch.cat(images), torch.cat(labels))
 
 
 def _check_int(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
@@ -661,25 +226,25 @@ class CIFAR10DataModule(LightningDataModule):
 
     def _prepare_cifar10(self) -> None:
         root = self.root
-        kind, found_note = _find_source(root)
+        kind, found_note = find_source(root)
         if kind is not None:
             return
-        nearby = _nearby_copy(root)
+        nearby = nearby_copy(root)
         if nearby:  # data_dir names the parent (or a folder) of a copy: point there rather than download another
-            raise FileNotFoundError(_missing_data_message(root, "", found_note, nearby))
+            raise FileNotFoundError(missing_data_message(root, "", found_note, nearby))
         if not self.download:
             raise FileNotFoundError(
-                _missing_data_message(root, "the download is disabled (--data.download false)", found_note)
+                missing_data_message(root, "the download is disabled (--data.download false)", found_note)
             )
         try:
             torchvision.datasets.CIFAR10(str(root), train=True, download=True)
         except Exception as error:  # no network, proxy, HTTP errors, corrupt archive: all end the same way
-            note = f"the download to {root} failed ({_one_line(error)})"
-            raise FileNotFoundError(_missing_data_message(root, note, found_note)) from None
-        kind, found_note = _find_source(root)
+            note = f"the download to {root} failed ({one_line(error)})"
+            raise FileNotFoundError(missing_data_message(root, note, found_note)) from None
+        kind, found_note = find_source(root)
         if kind is None:
             note = "the download finished but left no complete copy"
-            raise FileNotFoundError(_missing_data_message(root, note, found_note))
+            raise FileNotFoundError(missing_data_message(root, note, found_note))
 
     @override
     def setup(self, stage: str) -> None:
@@ -738,31 +303,31 @@ class CIFAR10DataModule(LightningDataModule):
 
     def _load_and_split(self) -> None:
         root = self.root
-        kind, found_note = _find_source(root)
+        kind, found_note = find_source(root)
         if kind is None:
             note = (
                 "the download is enabled but prepare_data() has not downloaded a copy (call it before setup())"
                 if self.download
                 else "the download is disabled (--data.download false)"
             )
-            raise FileNotFoundError(_missing_data_message(root, note, found_note, _nearby_copy(root)))
+            raise FileNotFoundError(missing_data_message(root, note, found_note, nearby_copy(root)))
         start = time.perf_counter()
         if kind == "image_folder":
-            classes = _class_dirs(root / "train")
-            if _class_dirs(root / "test") != classes:
+            classes = class_dirs(root / "train")
+            if class_dirs(root / "test") != classes:
                 raise ValueError(
                     f"{root}/train and {root}/test must hold the same class folders, got {classes} and "
-                    f"{_class_dirs(root / 'test')}."
+                    f"{class_dirs(root / 'test')}."
                 )
             self._check_model_classes(classes)  # before decoding a single image
-            train = _read_image_folder(root / "train", classes)
-            test = _read_image_folder(root / "test", classes)
+            train = read_image_folder(root / "train", classes)
+            test = read_image_folder(root / "test", classes)
             self.classes = tuple(classes)
         else:
             self._check_model_classes(CLASSES)
             batches = root / BATCHES_DIR
-            train = _read_batches([batches / name for name in TRAIN_BATCHES])
-            test = _read_batches([batches / TEST_BATCH])
+            train = read_batches([batches / name for name in TRAIN_BATCHES])
+            test = read_batches([batches / TEST_BATCH])
             self.classes = CLASSES
         self.source = kind
         rank_zero_info(
@@ -833,12 +398,12 @@ class CIFAR10DataModule(LightningDataModule):
         indexed_test: bool = False,
     ) -> DataLoader:
         return DataLoader(
-            _InMemoryDataset(split.images, split.labels, with_positions, indexed_test),
+            InMemoryDataset(split.images, split.labels, with_positions, indexed_test),
             batch_size=batch_size,
             shuffle=False,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=_collate_batched,
+            collate_fn=collate_batched,
             pin_memory=self._training_device().type == "cuda",
             drop_last=False,
             persistent_workers=self.num_workers > 0,

@@ -12,15 +12,15 @@ from analysis.export import (
     FORMAT,
     FORMAT_VERSION,
     dense_size_bytes,
-    export_onnx,
     export_sparse,
     load_sparse,
-    main,
     pack_bits,
     size_mb,
     state_dict_from_checkpoint,
     unpack_bits,
 )
+from analysis.export_command import main
+from analysis.onnx_export import export_onnx
 from lit_modules.classifier import ResNet18Classifier
 from lit_modules.resnet import ResNet18
 from pruning_callbacks.engine.io import atomic_torch_save

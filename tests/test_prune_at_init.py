@@ -234,8 +234,8 @@ def test_magnitude_at_init_in_both_scopes():
 # Configuration errors: one line, at construction.
 
 BAD_RECIPES = [
-    ({"score": "taylor"}, "unknown score 'taylor'; known scores: grasp, magnitude, random, snip, synflow"),
-    ({"score": "random", "ratio_from": "fisher"}, "unknown ratio_from 'fisher'; known scores: grasp, magnitude"),
+    ({"score": "taylor"}, "unknown score 'taylor'; known scores: gradient, grasp, magnitude, random, snip, synflow"),
+    ({"score": "random", "ratio_from": "fisher"}, "unknown ratio_from .fisher.; known scores: gradient, grasp, magn"),
     ({"score": "synflow"}, "score 'synflow' ranks all layers jointly .* needs scope 'global', got 'layerwise'"),
     ({"score": "random", "ratio_from": "snip", "scope": "global"}, "ratio_from sets per-layer counts, so it needs"),
     ({"score": "random", "ratio_from": "snip", "distribution": "erk"}, "ratio_from 'snip' replaces the distribution"),

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from analysis import slim
-from analysis.export import export_onnx
-from analysis.export import main as export_main
+from analysis.export_command import main as export_main
+from analysis.onnx_export import export_onnx
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
 from lit_modules.resnet import ResNet18, ResNet18Channels, SlimResNet18, resnet18_from_state_dict

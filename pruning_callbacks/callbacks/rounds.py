@@ -41,8 +41,6 @@ from pruning_callbacks.engine.scores import ScoreContext, compute_scores, get_sc
 from pruning_callbacks.engine.seeding import derive_seed
 from pruning_callbacks.engine.selection import check_pruning_request, prune_to_sparsity
 
-RESETS = ("rewind", "finetune", "reinit")
-
 
 class IterativePruning(MaskedTraining):
     """Train, prune, reset, and train again, for several rounds in one ``fit``.
@@ -135,30 +133,13 @@ class IterativePruning(MaskedTraining):
         score = renamed(type(self).__name__, "criterion", "score", criterion, score, "magnitude")
         get_score(score)
         check_pruning_request(self.schedule.sparsity_at(1), scope, distribution)
-        if reset not in RESETS:
-            raise ValueError(f"reset must be one of {', '.join(RESETS)}, got {reset!r}")
-        if epochs_per_round < 1:
-            raise ValueError(f"epochs_per_round must be a positive integer, got {epochs_per_round}")
-        if reset == "rewind" and not 0 <= rewind_epoch < epochs_per_round:
-            raise ValueError(
-                f"rewind_epoch must be in [0, epochs_per_round) = [0, {epochs_per_round}), got {rewind_epoch}: "
-                "the rewind point has to lie inside the first round"
-            )
-        if reset != "rewind" and rewind_epoch != 0:
-            raise ValueError(
-                f"rewind_epoch {rewind_epoch} applies to reset: rewind only, got reset: {reset}; drop rewind_epoch"
-            )
-        if dense_checkpoint is not None and reset == "rewind":
-            raise ValueError(
-                "dense_checkpoint starts from trained weights, so there is no early point to rewind to; "
-                "use reset: finetune with dense_checkpoint"
-            )
+        self.plan = RoundPlan.for_reset(
+            self.schedule.rounds, epochs_per_round, reset, rewind_epoch, finetune_epochs, dense_checkpoint is not None
+        )
         if dense_checkpoint is not None and not os.path.isfile(dense_checkpoint):
             raise ValueError(f"dense_checkpoint {dense_checkpoint!r} is not a file")
         if masks_from is not None and not os.path.isdir(masks_from):
             raise ValueError(f"masks_from {masks_from!r} is not a folder; give the run directory of a finished run")
-        if finetune_epochs is not None and finetune_epochs < 1:
-            raise ValueError(f"finetune_epochs must be a positive integer or null, got {finetune_epochs}")
         if finetune_lr is not None and not 0 < finetune_lr < math.inf:
             raise ValueError(f"finetune_lr must be a positive finite number or null, got {finetune_lr}")
         self.score = score
@@ -170,9 +151,6 @@ class IterativePruning(MaskedTraining):
         self.dense_checkpoint = dense_checkpoint
         self.evaluate_test = evaluate_test
         self.masks_from = masks_from
-        later = finetune_epochs or (epochs_per_round - rewind_epoch if reset == "rewind" else epochs_per_round)
-        first = 0 if dense_checkpoint is not None else epochs_per_round
-        self.plan = RoundPlan.from_lengths([first] + [later] * self.schedule.rounds)
         self.round = 0
         self.rows: list[dict[str, Any]] = []
         self.rewind_state: dict[str, Tensor] | None = None

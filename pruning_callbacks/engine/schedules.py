@@ -215,6 +215,10 @@ class CosineDecay:
         return 0 < step < self.end_step and step % self.update_every == 0
 
 
+RESETS = ("rewind", "finetune", "reinit")
+"""How a round after the first starts: rewind the weights, keep them (fine-tune), or draw them afresh."""
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """Where each round's epochs lie in the single ``fit``.
@@ -234,6 +238,50 @@ class RoundPlan:
         for length in lengths[:-1]:
             starts.append(starts[-1] + length)
         return cls(tuple(starts), sum(lengths))
+
+    @classmethod
+    def for_reset(
+        cls,
+        rounds: int,
+        epochs_per_round: int,
+        reset: str,
+        rewind_epoch: int = 0,
+        finetune_epochs: int | None = None,
+        from_trained: bool = False,
+    ) -> RoundPlan:
+        """The plan of a prune-after-training run: round 0, then ``rounds`` rounds after a reset.
+
+        Round 0 trains ``epochs_per_round`` epochs (none ``from_trained`` weights). Each later round trains
+        ``finetune_epochs`` if given, else ``epochs_per_round - rewind_epoch`` after rewinding (so that it ends where
+        round 0 ended) and ``epochs_per_round`` after ``finetune`` or ``reinit``.
+
+        Raises:
+            ValueError: For an unknown reset, a rewind point outside round 0, rewinding from trained weights, or a
+                non-positive number of epochs.
+        """
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {', '.join(RESETS)}, got {reset!r}")
+        if epochs_per_round < 1:
+            raise ValueError(f"epochs_per_round must be a positive integer, got {epochs_per_round}")
+        if reset == "rewind" and not 0 <= rewind_epoch < epochs_per_round:
+            raise ValueError(
+                f"rewind_epoch must be in [0, epochs_per_round) = [0, {epochs_per_round}), got {rewind_epoch}: "
+                "the rewind point has to lie inside the first round"
+            )
+        if reset != "rewind" and rewind_epoch != 0:
+            raise ValueError(
+                f"rewind_epoch {rewind_epoch} applies to reset: rewind only, got reset: {reset}; drop rewind_epoch"
+            )
+        if from_trained and reset == "rewind":
+            raise ValueError(
+                "dense_checkpoint starts from trained weights, so there is no early point to rewind to; "
+                "use reset: finetune with dense_checkpoint"
+            )
+        if finetune_epochs is not None and finetune_epochs < 1:
+            raise ValueError(f"finetune_epochs must be a positive integer or null, got {finetune_epochs}")
+        later = finetune_epochs or (epochs_per_round - rewind_epoch if reset == "rewind" else epochs_per_round)
+        first = 0 if from_trained else epochs_per_round
+        return cls.from_lengths([first] + [later] * rounds)
 
     def round_of(self, epoch: int) -> int:
         """Index of the round that ``epoch`` belongs to."""
