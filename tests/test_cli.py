@@ -15,9 +15,14 @@ from pruning_callbacks import MaskedTraining
 from tests.helpers import REPO, tiny_overrides
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
-# The CPU study's configs (configs/study/) run the same callbacks as the top-level ones on another protocol: every
-# one is instantiated below, and a 2-step fit of each would repeat the top-level configs' fits.
-FIT_CONFIGS = [path for path in CONFIGS if "study" not in path.relative_to(REPO / "configs").parts]
+# The CPU study's (configs/study/) and the GPU protocol's (configs/repro/) configs run the same callbacks as the
+# top-level ones on another protocol: every one is instantiated below, and a 2-step fit of each would repeat the
+# top-level configs' fits. The repro/ fits still run behind -m slow.
+FIT_CONFIGS = [
+    path if path.parent.name != "repro" else pytest.param(path, marks=pytest.mark.slow)
+    for path in CONFIGS
+    if "study" not in path.relative_to(REPO / "configs").parts
+]
 
 
 def config_id(path: Path) -> str:
