@@ -34,7 +34,9 @@ from pruning_callbacks.engine.channels import (
     add_l1_subgradient_,
     bn_scales,
     channel_groups,
+    channel_masked_parameters,
     channel_masks,
+    check_channel_budget,
     expand_channel_masks,
 )
 from pruning_callbacks.engine.checks import check_choice, check_flag, check_int
@@ -212,22 +214,8 @@ class EarlyBird(MaskedTraining):
             self._seed = global_seed()
         if self.granularity == "channel":
             self._groups = channel_groups(pl_module, self.include, self.exclude)
-            if self.min_channels_per_layer:
-                total = sum(pl_module.get_submodule(group.bn).num_features for group in self._groups)
-                kept = total - round(self.target_sparsity * total)
-                if kept < self.min_channels_per_layer * len(self._groups):
-                    raise ValueError(
-                        f"target_sparsity {self.target_sparsity} keeps {kept} of {total} channels, fewer than "
-                        f"min_channels_per_layer {self.min_channels_per_layer} in each of {len(self._groups)} "
-                        "BatchNorm layers; lower it or set min_channels_per_layer: 0."
-                    )
-            # Masked: every Conv/Linear weight (for the sparsity the run reports) plus the ranked BatchNorms' γ, β.
-            params = dict(prunable_parameters(pl_module))
-            for group in self._groups:
-                bn = pl_module.get_submodule(group.bn)
-                params[f"{group.bn}.weight"] = bn.weight
-                params[f"{group.bn}.bias"] = bn.bias
-            self._params = params
+            check_channel_budget(pl_module, self._groups, self.target_sparsity, self.min_channels_per_layer)
+            self._params = channel_masked_parameters(pl_module, self._groups)
             self._scales = [pl_module.get_submodule(group.bn).weight for group in self._groups]
         else:
             self._tracked = prunable_parameters(pl_module, self.include, self.exclude)

@@ -33,6 +33,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from pruning_callbacks.engine.masks import Masks
+from pruning_callbacks.engine.parameters import prunable_parameters
 from pruning_callbacks.engine.selection import select_global_with_floor, select_layerwise
 
 # Modules and functions a channel passes through unchanged, channel for channel.
@@ -402,3 +403,37 @@ def stream_channel_masks(
         for key in keys:
             result[key] = kept.clone()
     return Masks(result)
+
+
+def check_channel_budget(
+    module: nn.Module, groups: Sequence[ChannelGroup], target_sparsity: float, min_channels_per_layer: int
+) -> None:
+    """Refuse a global channel share that cannot leave ``min_channels_per_layer`` channels in every ranked layer.
+
+    Raises:
+        ValueError: In one line, with the counts and the two ways out.
+    """
+    if not min_channels_per_layer:
+        return
+    total = sum(module.get_submodule(group.bn).num_features for group in groups)
+    kept = total - round(target_sparsity * total)
+    if kept < min_channels_per_layer * len(groups):
+        raise ValueError(
+            f"target_sparsity {target_sparsity} keeps {kept} of {total} channels, fewer than "
+            f"min_channels_per_layer {min_channels_per_layer} in each of {len(groups)} "
+            "BatchNorm layers; lower it or set min_channels_per_layer: 0."
+        )
+
+
+def channel_masked_parameters(module: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, nn.Parameter]:
+    """What a channel mask keeps at zero: every Conv/Linear weight plus the ranked BatchNorms' ``γ`` and ``β``.
+
+    The Conv/Linear weights are there for the sparsity a run reports; a pruned channel zeroes its filter, its
+    BatchNorm entries and the reading kernels.
+    """
+    params = dict(prunable_parameters(module))
+    for group in groups:
+        bn = module.get_submodule(group.bn)
+        params[f"{group.bn}.weight"] = bn.weight
+        params[f"{group.bn}.bias"] = bn.bias
+    return params
