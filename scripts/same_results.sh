@@ -4,6 +4,7 @@
 #
 #   git worktree add --detach /tmp/old <old commit>
 #   OLD=/tmp/old bash scripts/same_results.sh            # prints one line per config
+#   CONFIGS="early_bird rigl" OLD=/tmp/old bash scripts/same_results.sh   # only these
 #
 # The arguments use the old names (delta_t) so that both checkouts accept them.
 set -u
@@ -13,7 +14,7 @@ WORK=${WORK:-/tmp/same_results}
 DATA=$WORK/data
 [ -d $DATA ] || (cd $NEW && python -c "from pathlib import Path; from tests.synthetic import write_image_folder; write_image_folder(Path('$DATA'), train_per_class=20, test_per_class=10, fmt='png')")
 TINY="--data.data_dir $DATA --data.train_subset 96 --data.val_size 32 --data.batch_size 16 --data.eval_batch_size 64 --data.num_workers 0 --data.download false --model.width 4 --trainer.accelerator cpu --trainer.devices 1 --trainer.precision 32-true --trainer.enable_progress_bar false --trainer.log_every_n_steps 1 --trainer.deterministic true"
-for config in static_sparse rigl set gmp oneshot_magnitude iterative_random lottery_ticket l1_filter synflow snip grasp random_erk early_bird; do
+for config in ${CONFIGS:-static_sparse rigl set gmp oneshot_magnitude iterative_random lottery_ticket l1_filter synflow snip grasp random_erk early_bird}; do
   for side in old new; do
     repo=$NEW; [ $side = old ] && repo=$OLD
     root=$WORK/$side/$config

@@ -18,43 +18,25 @@ search, ``resprune.py`` for the pruning, ``main_c.py`` for the retraining):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
 from typing_extensions import override
 
 from pruning_callbacks.callbacks.base import MaskedTraining
-from pruning_callbacks.engine.channels import (
-    ChannelGroup,
-    add_l1_subgradient_,
-    bn_scales,
-    channel_groups,
-    channel_masked_parameters,
-    channel_masks,
-    check_channel_budget,
-    expand_channel_masks,
-)
-from pruning_callbacks.engine.checks import check_choice, check_flag, check_int
+from pruning_callbacks.engine.channels import add_l1_subgradient_
+from pruning_callbacks.engine.checks import check_flag
 from pruning_callbacks.engine.masks import Masks
-from pruning_callbacks.engine.parameters import prunable_parameters
-from pruning_callbacks.engine.recipes import MaskRecipe
-from pruning_callbacks.engine.scores import needs_batches
 from pruning_callbacks.engine.seeding import global_seed
+from pruning_callbacks.engine.tickets import CHANNEL_RANKING, GRANULARITIES, L1_PENALTY, TicketMasks
 from pruning_callbacks.engine.tracking import EarlyBirdTracker
 
-__all__ = ["CHECKPOINT_NAME", "GRANULARITIES", "EarlyBird", "EarlyBirdTracker"]
+__all__ = ["CHANNEL_RANKING", "CHECKPOINT_NAME", "GRANULARITIES", "L1_PENALTY", "EarlyBird", "EarlyBirdTracker"]
 
 CHECKPOINT_NAME = "early_bird.ckpt"
-GRANULARITIES = ("channel", "unstructured")
-CHANNEL_RANKING = ("magnitude", "global", "uniform", None)
-"""``(score, scope, distribution, layer_sparsity)`` of ``granularity: channel``: ``|γ|``, ranked globally."""
-L1_PENALTY = 1e-4
-"""Network slimming's penalty on ``|γ|`` as the Early-Bird code sets it (``--s 0.0001``)."""
 
 
 class EarlyBird(MaskedTraining):
@@ -129,9 +111,11 @@ class EarlyBird(MaskedTraining):
         log_chart: bool = True,
     ) -> None:
         super().__init__(include=include, exclude=exclude, seed=seed, log_chart=log_chart)
-        check_choice("granularity", granularity, GRANULARITIES)
-        self.recipe = MaskRecipe(
-            target_sparsity=target_sparsity,
+        self.selection = TicketMasks(
+            target_sparsity,
+            granularity,
+            l1_penalty,
+            min_channels_per_layer,
             score=score,
             scope=scope,
             distribution=distribution,
@@ -140,26 +124,13 @@ class EarlyBird(MaskedTraining):
             min_weights_per_layer=min_weights_per_layer,
             input_shape=tuple(input_shape) if input_shape is not None else None,
         )
-        if needs_batches(score):
-            raise ValueError(
-                f"EarlyBird tracks data-free scores (e.g. magnitude, synflow); score '{score}' reads training batches."
-            )
-        if granularity == "channel" and (score, scope, distribution, layer_sparsity) != CHANNEL_RANKING:
-            raise ValueError(
-                "granularity 'channel' ranks BatchNorm scales globally; score, scope, distribution and layer_sparsity "
-                "apply to granularity 'unstructured' only."
-            )
-        if l1_penalty is None:
-            l1_penalty = L1_PENALTY if granularity == "channel" else 0.0
-        if isinstance(l1_penalty, bool) or not isinstance(l1_penalty, (int, float)) or not 0 <= l1_penalty < math.inf:
-            raise ValueError(f"l1_penalty must be a finite number >= 0, got {l1_penalty!r}.")
-        check_int("min_channels_per_layer", min_channels_per_layer, 0)
         for name, flag in (("stop", stop), ("save_checkpoint", save_checkpoint), ("prune", prune)):
             check_flag(name, flag, allow_none=True)
         self.tracker = EarlyBirdTracker(window, threshold)
-        self.target_sparsity = float(target_sparsity)
+        self.recipe = self.selection.recipe
+        self.target_sparsity = self.selection.target_sparsity
         self.granularity = granularity
-        self.l1_penalty = float(l1_penalty)
+        self.l1_penalty = self.selection.l1_penalty
         self.prune = (granularity == "channel") if prune is None else prune
         self.min_channels_per_layer = min_channels_per_layer
         self.stop = stop
@@ -167,9 +138,6 @@ class EarlyBird(MaskedTraining):
         self.found_epoch: int | None = None
         self.last_epoch: int | None = None
         self.ticket: Masks | None = None
-        self._groups: list[ChannelGroup] = []
-        self._tracked: dict[str, nn.Parameter] = {}
-        self._scales: list[nn.Parameter] = []
 
     @property
     def found(self) -> bool:
@@ -190,43 +158,13 @@ class EarlyBird(MaskedTraining):
             "pruned": self.masks is not None,
         }
 
-    # ------------------------------------------------------------------ what the method decides
-    def current_mask(self, pl_module: LightningModule, key: str) -> Masks:
-        """The mask the ticket would be if drawn now: channel masks (keyed ``<bn>.weight``) or weight masks."""
-        if self.granularity == "channel":
-            return channel_masks(bn_scales(pl_module, self._groups), self.target_sparsity, self.min_channels_per_layer)
-        return self.recipe.masks(self._tracked, seed=self.seed, key=key, module=pl_module)
-
-    def ticket_masks(self, pl_module: LightningModule) -> Masks:
-        """The parameter masks that prune the drawn ticket."""
-        assert self.ticket is not None
-        if self.granularity == "unstructured":
-            return self.ticket
-        expanded = expand_channel_masks(pl_module, self._groups, self.ticket)
-        return Masks(
-            {name: expanded.get(name, Masks.dense({name: param})[name]) for name, param in self._params.items()}
-        )
-
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._seed is None:
             self._seed = global_seed()
-        if self.granularity == "channel":
-            self._groups = channel_groups(pl_module, self.include, self.exclude)
-            check_channel_budget(pl_module, self._groups, self.target_sparsity, self.min_channels_per_layer)
-            self._params = channel_masked_parameters(pl_module, self._groups)
-            self._scales = [pl_module.get_submodule(group.bn).weight for group in self._groups]
-        else:
-            self._tracked = prunable_parameters(pl_module, self.include, self.exclude)
-            self._params = self._tracked
-            self.recipe.check_feasible({name: param.numel() for name, param in self._tracked.items()})
-            if self.recipe.needs_input_shape and getattr(pl_module, "example_input_array", None) is None:
-                raise ValueError(
-                    f"EarlyBird with score '{self.recipe.score}' reads no batches, so it needs input_shape "
-                    "(e.g. [3, 32, 32]) or the module's example_input_array."
-                )
-            self._scales = [module.weight for module in pl_module.modules() if isinstance(module, nn.BatchNorm2d)]
+        self.selection.bind(pl_module, self.include, self.exclude)
+        self._params = self.selection.params
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -243,7 +181,7 @@ class EarlyBird(MaskedTraining):
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
-        add_l1_subgradient_(self._scales, self.l1_penalty)
+        add_l1_subgradient_(self.selection.scales, self.l1_penalty)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -284,7 +222,7 @@ class EarlyBird(MaskedTraining):
         """Add the mask after ``epochs_trained`` epochs to the FIFO and draw the ticket if the rule says so."""
         if self.last_epoch is not None and epochs_trained <= self.last_epoch:
             return  # this mask is already in the restored state
-        masks = self.current_mask(pl_module, key=f"early_bird/{epochs_trained}")
+        masks = self.selection.current(pl_module, self.seed, key=f"early_bird/{epochs_trained}")
         distances = self.tracker.update(masks)
         self.last_epoch = epochs_trained
         if distances and epochs_trained > 0:
@@ -310,7 +248,8 @@ class EarlyBird(MaskedTraining):
 
     def _prune_ticket(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Prune the ticket's channels (or weights) and retrain with a new optimizer, continuing the schedule."""
-        self.set_masks(trainer, pl_module, self.ticket_masks(pl_module))
+        assert self.ticket is not None
+        self.set_masks(trainer, pl_module, self.selection.prune(pl_module, self.ticket))
         self.restart_optimization(trainer, start_epoch=trainer.current_epoch)
         rank_zero_info(
             f"{type(self).__name__}: pruned the ticket ({self.granularity}, {self.ticket.sparsity():.3f} of the "

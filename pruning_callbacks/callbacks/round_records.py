@@ -69,6 +69,29 @@ def evaluate_accuracy(trainer: Trainer, pl_module: LightningModule, split: str) 
     return float(counts[0] / counts[1]) if counts[1] > 0 else None
 
 
+def round_row(
+    trainer: Trainer, pl_module: LightningModule, round_index: int, masks: Masks, val_acc: float | None, test: bool
+) -> dict[str, Any]:
+    """The ``rounds.csv`` row of the round that just ended (columns :data:`ROUND_COLUMNS`).
+
+    Args:
+        trainer: The trainer.
+        pl_module: The model.
+        round_index: The round.
+        masks: Its masks.
+        val_acc: Its validation accuracy, if measured.
+        test: Also measure test accuracy (needs a datamodule with a test set).
+    """
+    return {
+        "round": round_index,
+        "epoch": trainer.current_epoch,
+        "sparsity": masks.sparsity(),
+        "remaining_weights": masks.remaining(),
+        "val_acc": val_acc,
+        "test_acc": evaluate_accuracy(trainer, pl_module, "test") if test else None,
+    }
+
+
 def publish_rounds(trainer: Trainer, owner: str, rows: Sequence[Mapping[str, Any]], log_chart: bool = True) -> None:
     """Announce the newest round: print it, log its ``round/*`` metrics and chart, and rewrite ``rounds.csv``.
 

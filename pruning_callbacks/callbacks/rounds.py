@@ -31,11 +31,12 @@ from pruning_callbacks.callbacks.round_records import (
     format_rounds,
     load_round_masks,
     publish_rounds,
+    round_row,
     save_in_log_dir,
 )
 from pruning_callbacks.engine.checks import renamed
 from pruning_callbacks.engine.masks import Masks
-from pruning_callbacks.engine.parameters import load_weights, reinitialize, snapshot
+from pruning_callbacks.engine.parameters import load_weights, reinitialize, restore, snapshot
 from pruning_callbacks.engine.schedules import RoundPlan, iterative_schedule
 from pruning_callbacks.engine.scores import ScoreContext, compute_scores, get_score
 from pruning_callbacks.engine.seeding import derive_seed
@@ -237,9 +238,7 @@ class IterativePruning(MaskedTraining):
         masks = self.next_masks(trainer, pl_module, round_index)
         if self.reset == "rewind":
             assert self.rewind_state is not None
-            pl_module.load_state_dict(
-                {name: value.to(pl_module.device) for name, value in self.rewind_state.items()}, strict=True
-            )
+            restore(pl_module, self.rewind_state)
         elif self.reset == "reinit":
             reinitialize(pl_module, derive_seed(self.seed, "reinit", round_index))
         self.round = round_index
@@ -257,14 +256,6 @@ class IterativePruning(MaskedTraining):
         assert self.masks is not None
         if any(row["round"] == self.round for row in self.rows):
             return
-        test_acc = evaluate_accuracy(trainer, pl_module, "test") if self.evaluate_test else None
-        row = {
-            "round": self.round,
-            "epoch": trainer.current_epoch,
-            "sparsity": self.masks.sparsity(),
-            "remaining_weights": self.masks.remaining(),
-            "val_acc": val_acc,
-            "test_acc": test_acc,
-        }
+        row = round_row(trainer, pl_module, self.round, self.masks, val_acc, test=self.evaluate_test)
         self.rows.append(row)
         publish_rounds(trainer, type(self).__name__, self.rows, log_chart=self.log_chart)

@@ -129,6 +129,12 @@ def snapshot(module: nn.Module) -> dict[str, Tensor]:
     return {name: value.detach().to("cpu", copy=True) for name, value in module.state_dict().items()}
 
 
+def restore(module: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Load a :func:`snapshot` back into ``module`` strictly, on the module's device."""
+    device = next(module.parameters()).device
+    module.load_state_dict({name: value.to(device) for name, value in state.items()}, strict=True)
+
+
 def load_weights(module: nn.Module, path: str, what: str = "checkpoint") -> None:
     """Load weights into ``module`` strictly from a Lightning checkpoint or a plain ``state_dict`` file.
 
