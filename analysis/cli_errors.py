@@ -105,6 +105,13 @@ def _short(class_path: str) -> str:
     return class_path.rsplit(".", 1)[-1]
 
 
+_OWNERS = {"model": "lit_modules.ResNet18Classifier", "data": "datamodules.CIFAR10DataModule"}
+"""The class behind each config section whose options a misspelt name is matched against."""
+
+PIECE_FOLDERS = ("model", "data", "trainer")
+"""The folders of ``configs/`` that hold one section each, to name in a method config or pass as ``--<section>``."""
+
+
 def _parser_message(text: str) -> str:
     """Condense a jsonargparse error (often a dozen lines) to the line that names the option and the problem."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -115,13 +122,23 @@ def _parser_message(text: str) -> str:
     unrecognized = re.match(r"unrecognized arguments: --(\w+)\.(\w+)", lines[0]) if lines else None
     if unrecognized:
         section, option = unrecognized.groups()
-        owner = {"model": "lit_modules.ResNet18Classifier", "data": "datamodules.CIFAR10DataModule"}.get(section)
+        owner = _OWNERS.get(section)
         options = _accepted_options(owner) if owner is not None else []
         match = difflib.get_close_matches(option, options, n=1)
         return f"{lines[0]}; did you mean --{section}.{match[0]}?" if match else lines[0]
+    not_accepted = re.match(r"Subcommand '\w+' does not accept option '(model|data)\.(\w+)'", lines[0] if lines else "")
+    if not_accepted:
+        section, option = not_accepted.groups()
+        return f"{lines[0]}{_close(option, _accepted_options(_OWNERS[section]))}"
     key = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0]) if lines else None
     if key is None:
         return _one_line(text)
+    unloadable = re.fullmatch(r"Unable to load config '([^']+)'", lines[1]) if len(lines) > 1 else None
+    if unloadable and not any(line.startswith("- while ") or " while " in line for line in lines[2:]):
+        return (
+            f"{key.group(1)}: cannot read the config file {unloadable.group(1)}; give an existing YAML file "
+            "(a path inside a config file is relative to that file's folder)"
+        )
     if len(lines) == 1:
         return f"{key.group(1)}: {_value_problem([key.group(2)]) or key.group(2)}"
     for index, line in enumerate(lines):
@@ -205,12 +222,37 @@ def _not_a_mapping(argv: list[str]) -> str | None:
     return None
 
 
+def _piece_as_config(argv: list[str]) -> str | None:
+    """Name a one-section file (``configs/model/*.yaml``) given as ``--config``, and how to pass it instead."""
+    from pathlib import Path
+
+    import yaml
+
+    for path in _config_files(argv):
+        section = Path(path).parent.name
+        if section not in PIECE_FOLDERS:
+            continue
+        try:
+            content = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict) and not {section, "trainer", "model", "data"} & set(content):
+            return (
+                f"config file {path} holds {section} options only, not a whole config; pass it as --{section} {path} "
+                f"after a method's --config (or name it as '{section}: {section}/{Path(path).name}' in a method config)"
+            )
+    return None
+
+
 def error_line(error: BaseException, argv: list[str] | None = None) -> str:
     """The one line a user sees for ``error``: ``error: <what, the value, what is allowed>``."""
     if isinstance(error, argparse.ArgumentError) and str(error).startswith("Unexpected config"):
         named = _not_a_mapping(argv or [])
         if named:
             return f"error: {named}"
+    piece = _piece_as_config(argv or []) if isinstance(error, argparse.ArgumentError) else None
+    if piece:
+        return f"error: {piece}"
     if isinstance(error, argparse.ArgumentError):
         text = _parser_message(str(error))
     else:

@@ -101,6 +101,12 @@ ROWS = [
         lambda paths: ["config", str(paths.tmp / "nope.yaml"), "does not exist"]),
     Row("config_is_a_list", lambda paths: ["fit", "--config", str(paths.tmp / "list.yaml")],
         lambda paths: [str(paths.tmp / "list.yaml"), "must be a YAML mapping", "got a list"]),
+    Row("config_names_a_missing_piece", lambda paths: ["fit", "--config", str(paths.tmp / "missing_piece.yaml")],
+        words("model: cannot read the config file model/nope.yaml", "relative to that file's folder")),
+    Row("piece_given_as_config", lambda paths: ["fit", "--config", str(REPO / "configs" / "model" / "resnet18.yaml")],
+        words("holds model options only", "pass it as --model", "model: model/resnet18.yaml")),
+    Row("piece_option_typo", lambda paths: [*fit("rigl")(paths), "--model", str(paths.tmp / "model" / "typo.yaml")],
+        words("'model.widht'", "did you mean 'width'?")),
     Row("missing_data_dir", lambda paths: ["fit", "--config", config("quickstart"), *paths.tiny(paths.tmp / "nowhere")],
         lambda paths: ["CIFAR-10 not found", str(paths.tmp / "nowhere"), "--data.data_dir"]),
     Row("data_dir_is_the_parent", lambda paths: ["fit", "--config", config("quickstart"), *paths.tiny(paths.parent)],
@@ -182,6 +188,9 @@ def parent_of_data(cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def make_paths(cifar_dir: Path, five_classes: Path, parent_of_data: Path, tmp: Path) -> Paths:
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "list.yaml").write_text("- trainer\n- model\n")
+    (tmp / "missing_piece.yaml").write_text("trainer:\n  max_epochs: 1\nmodel: model/nope.yaml\n")
+    (tmp / "model").mkdir(exist_ok=True)
+    (tmp / "model" / "typo.yaml").write_text("widht: 8\n")
     return Paths(cifar=cifar_dir, five_classes=five_classes, parent=parent_of_data, tmp=tmp)
 
 

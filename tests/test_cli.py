@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from cli import main
@@ -14,7 +15,14 @@ from lit_modules import ResNet18, ResNet18Classifier
 from pruning_callbacks import MaskedTraining
 from tests.helpers import REPO, tiny_overrides
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+PIECE_FOLDERS = ("model", "data", "trainer")
+"""configs/ folders of one-section files, which method configs name (``model: model/resnet18.yaml``)."""
+PIECES = sorted(path for folder in PIECE_FOLDERS for path in (REPO / "configs" / folder).glob("*.yaml"))
+CONFIGS = sorted(
+    path
+    for path in (REPO / "configs").rglob("*.yaml")
+    if path.relative_to(REPO / "configs").parts[0] not in PIECE_FOLDERS
+)
 # The CPU study's (configs/study/) and the GPU protocol's (configs/repro/) configs run the same callbacks as the
 # top-level ones on another protocol: every one is instantiated below, and a 2-step fit of each would repeat the
 # top-level configs' fits. The repro/ fits still run behind -m slow.
@@ -70,6 +78,55 @@ def test_there_are_configs():
     ids = {config_id(path) for path in CONFIGS}
     assert {name.removesuffix(".yaml") for name in expected} | {f"repro/{name}" for name in repro} <= ids
     assert {f"study/{name}" for name in study} <= ids and {"l1_filter", "gmp"} <= ids
+
+
+def test_every_piece_is_named_by_a_config_or_the_readme():
+    texts = [path.read_text() for path in CONFIGS] + [(REPO / "README.md").read_text()]
+    for piece in PIECES:
+        name = f"{piece.parent.name}/{piece.name}"
+        assert any(name in text for text in texts), f"configs/{name} is used nowhere"
+    assert {"model/resnet18.yaml", "data/cifar10.yaml", "trainer/cpu.yaml", "trainer/ddp.yaml"} <= {
+        f"{piece.parent.name}/{piece.name}" for piece in PIECES
+    }
+
+
+@pytest.mark.parametrize("piece", PIECES, ids=config_id)
+def test_every_piece_composes_after_a_method_config(piece, capsys):
+    """``--<section> configs/<section>/<file>`` after a method's config sets that section's options, and keeps the rest.
+
+    Read from ``--print_config`` (the resolved config, as a run saves it): the DDP piece asks for GPUs, which a
+    CPU machine cannot instantiate.
+    """
+    section = piece.parent.name
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs" / "rigl.yaml"), f"--{section}", str(piece), "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    for key, value in yaml.safe_load(piece.read_text()).items():
+        assert resolved[section][key] == value, key
+    assert [callback["class_path"] for callback in resolved["trainer"]["callbacks"]] == ["pruning_callbacks.RigL"]
+    assert resolved["trainer"]["max_epochs"] == 200 and resolved["model"]["lr"] == 0.1
+
+
+def test_a_method_config_reads_its_pieces_relative_to_itself(cifar_dir, tmp_path):
+    """configs/study/*.yaml name ../model/*.yaml: the path is the config file's, not the working directory's."""
+    study = main(["--config", str(REPO / "configs" / "study" / "rigl.yaml"), "--data.data_dir", str(cifar_dir)],
+                 run=False)  # fmt: skip
+    assert (study.model.hparams.width, study.model.hparams.cosine_epochs) == (16, 10)
+    assert study.datamodule.hparams.train_subset == 10_000
+
+
+def test_a_run_from_pieces_resumes_from_the_same_values_written_out(cifar_dir, tmp_path):
+    """The saved config.yaml is resolved: the pieces' values written into one file are the same experiment."""
+    composed = REPO / "configs" / "rigl.yaml"
+    flat = yaml.safe_load(composed.read_text())
+    for section in ("model", "data"):
+        flat[section] = yaml.safe_load((REPO / "configs" / flat[section]).read_text())
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
+    every_step = ["--trainer.callbacks.update_every", "1"]
+    main(["fit", "--config", str(composed), *tiny_overrides(cifar_dir, tmp_path / "run"), *every_step])
+    resumed = main(["fit", "--config", str(tmp_path / "flat.yaml"), *tiny_overrides(cifar_dir, tmp_path / "run", 2),
+                    *every_step, "--ckpt_path", "last"])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
