@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pruning_callbacks.engine.schedules import CosineDecay, Iterative, OneShot, Polynomial
+from pruning_callbacks.engine.schedules import CosineDecay, Iterative, OneShot, Polynomial, cosine_update_problem
 
 # OneShot
 
@@ -145,3 +145,15 @@ def test_the_old_update_period_names_still_work_with_a_deprecation_warning():
         assert CosineDecay(end_step=10, update_interval=5).update_every == 5
     with pytest.raises(ValueError, match="give update_every or its old name update_interval, not both"):
         CosineDecay(end_step=10, update_interval=5, update_every=5)
+
+
+def test_cosine_update_problem_names_t_end_and_the_fix() -> None:
+    assert cosine_update_problem("RigL", 3, 0.75, 4, "the run's 6 optimizer steps") is None
+    problem, fix = cosine_update_problem("RigL", 100, 0.75, 4, "the run's 6 optimizer steps")
+    assert problem == (
+        "RigL: update_every 100 is not shorter than T_end = 4 steps (t_end 0.75 × the run's 6 optimizer steps), "
+        "so the masks would never change"
+    )
+    assert fix == "set --trainer.callbacks.update_every to at most 3, or train for more steps"
+    _, fix = cosine_update_problem("SET", 1, 0.75, 1, "trainer.max_steps 1", "<=")
+    assert fix == "train for more steps (trainer.max_epochs or trainer.max_steps)"

@@ -146,9 +146,8 @@ class MaskedTraining(Callback):
                 try:
                     restored.check_compatible({name: p.shape for name, p in self._params.items()})
                 except ValueError as error:
-                    raise ValueError(
-                        f"{type(self).__name__}: the checkpoint's masks do not fit the model: {error}"
-                    ) from None
+                    message = f"{type(self).__name__}: the checkpoint's masks do not fit the model: {error}"
+                    raise ValueError(message) from None
             self.masks = restored
         self.mask_updates = int(state_dict.get("mask_updates", 0))
         saved_seed = state_dict.get("seed")
@@ -178,8 +177,7 @@ class MaskedTraining(Callback):
             # Data-dependent scores can differ across ranks in the last bits; rank 0's masks are the masks.
             state = trainer.strategy.broadcast(masks.state_dict(), src=0)
             masks = Masks.from_state_dict(state)
-        device = next(iter(self._params.values())).device
-        self.masks = masks.to(device)
+        self.masks = masks  # _activate moves them to the parameters' device
         self.mask_updates += 1
         self._activate(trainer)
         if log:
@@ -228,9 +226,8 @@ class MaskedTraining(Callback):
             self._handles = [self._applier.attach(optimizer) for optimizer in trainer.optimizers]
 
     def _detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        while self._handles:
+            self._handles.pop().remove()
 
     def _log_masks(self, trainer: Trainer) -> None:
         assert self.masks is not None
@@ -248,11 +245,6 @@ class MaskedTraining(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
                 if self.log_chart and isinstance(logger, TensorBoardLogger):
-                    from pruning_callbacks.callbacks.plotting import layer_sparsity_figure
+                    from pruning_callbacks.callbacks.plotting import masks_figure  # matplotlib only when drawing
 
-                    # Weights only: a channel method's BatchNorm masks would double the chart's rows.
-                    weights = {name: value for name, value in layer_sparsity.items() if self.masks[name].dim() > 1}
-                    figure = layer_sparsity_figure(
-                        weights or layer_sparsity, title=f"Per-layer sparsity (global {self.masks.sparsity():.3f})"
-                    )
-                    logger.experiment.add_figure("sparsity/per_layer", figure, global_step=trainer.global_step)
+                    logger.experiment.add_figure("sparsity/per_layer", masks_figure(self.masks), trainer.global_step)

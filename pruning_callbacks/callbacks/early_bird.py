@@ -28,7 +28,7 @@ from typing_extensions import override
 
 from pruning_callbacks.callbacks.base import MaskedTraining
 from pruning_callbacks.engine.channels import add_l1_subgradient_
-from pruning_callbacks.engine.checks import check_flag
+from pruning_callbacks.engine.checks import check_flag, optional_int
 from pruning_callbacks.engine.masks import Masks
 from pruning_callbacks.engine.seeding import global_seed
 from pruning_callbacks.engine.tickets import CHANNEL_RANKING, GRANULARITIES, L1_PENALTY, TicketMasks
@@ -197,23 +197,16 @@ class EarlyBird(MaskedTraining):
     # ------------------------------------------------------------------ state
     @override
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.update(
-            self.tracker.state_dict(),
-            found_epoch=self.found_epoch,
-            last_epoch=self.last_epoch,
-            ticket=self.ticket.state_dict() if self.ticket is not None else None,
-        )
-        return state
+        ticket = self.ticket.state_dict() if self.ticket is not None else None
+        epochs = {"found_epoch": self.found_epoch, "last_epoch": self.last_epoch}
+        return {**super().state_dict(), **self.tracker.state_dict(), **epochs, "ticket": ticket}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.tracker.load_state_dict(state_dict)
-        found_epoch = state_dict.get("found_epoch")
-        self.found_epoch = int(found_epoch) if found_epoch is not None else None
-        last_epoch = state_dict.get("last_epoch")
-        self.last_epoch = int(last_epoch) if last_epoch is not None else None
+        self.found_epoch = optional_int(state_dict.get("found_epoch"))
+        self.last_epoch = optional_int(state_dict.get("last_epoch"))
         ticket = state_dict.get("ticket")
         self.ticket = Masks.from_state_dict(ticket) if ticket is not None else None
 

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from pruning_callbacks.engine.masks import Masks
+
 
 def layer_sparsity_figure(layer_sparsity: Mapping[str, float], title: str = "Per-layer sparsity") -> Figure:
     """Draw a horizontal bar chart of each layer's sparsity, in parameter order from top to bottom.
@@ -35,6 +37,16 @@ def layer_sparsity_figure(layer_sparsity: Mapping[str, float], title: str = "Per
         ax.text(min(value, 0.86) + 0.01, index, f"{value:.3f}", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def masks_figure(masks: Masks) -> Figure:
+    """The per-layer sparsity chart of ``masks``, weights only, titled with the global sparsity.
+
+    A channel method's BatchNorm masks (one dimension) are left out, since they would double the chart's rows.
+    """
+    layer_sparsity = masks.layer_sparsity()
+    weights = {name: value for name, value in layer_sparsity.items() if masks[name].dim() > 1}
+    return layer_sparsity_figure(weights or layer_sparsity, title=f"Per-layer sparsity (global {masks.sparsity():.3f})")
 
 
 def rounds_figure(rows: Sequence[Mapping[str, object]], title: str = "Accuracy after each round") -> Figure:

@@ -34,7 +34,7 @@ from pruning_callbacks.callbacks.round_records import (
     round_row,
     save_in_log_dir,
 )
-from pruning_callbacks.engine.checks import renamed
+from pruning_callbacks.engine.checks import check_path, renamed
 from pruning_callbacks.engine.masks import Masks
 from pruning_callbacks.engine.parameters import load_weights, reinitialize, restore, snapshot
 from pruning_callbacks.engine.schedules import RoundPlan, iterative_schedule
@@ -137,10 +137,8 @@ class IterativePruning(MaskedTraining):
         self.plan = RoundPlan.for_reset(
             self.schedule.rounds, epochs_per_round, reset, rewind_epoch, finetune_epochs, dense_checkpoint is not None
         )
-        if dense_checkpoint is not None and not os.path.isfile(dense_checkpoint):
-            raise ValueError(f"dense_checkpoint {dense_checkpoint!r} is not a file")
-        if masks_from is not None and not os.path.isdir(masks_from):
-            raise ValueError(f"masks_from {masks_from!r} is not a folder; give the run directory of a finished run")
+        check_path("dense_checkpoint", dense_checkpoint, "file")
+        check_path("masks_from", masks_from, "folder", "give the run directory of a finished run")
         if finetune_lr is not None and not 0 < finetune_lr < math.inf:
             raise ValueError(f"finetune_lr must be a positive finite number or null, got {finetune_lr}")
         self.score = score
@@ -163,16 +161,10 @@ class IterativePruning(MaskedTraining):
         if self.masks_from is not None:
             expected = round(self.schedule.sparsity_at(round_index) * self.masks.total)
             return load_round_masks(self.masks_from, round_index, self.parameters, expected, type(self).__name__)
-        context = ScoreContext(
-            params=self.parameters,
-            masks=self.masks,
-            seed=derive_seed(self.seed, "iterative", self.score, round_index),
-            module=pl_module,
-        )
-        scores = compute_scores(self.score, context)
-        return prune_to_sparsity(
-            scores, self.masks, self.schedule.sparsity_at(round_index), scope=self.scope, distribution=self.distribution
-        )
+        seed = derive_seed(self.seed, "iterative", self.score, round_index)
+        scores = compute_scores(self.score, ScoreContext(self.parameters, self.masks, seed=seed, module=pl_module))
+        sparsity = self.schedule.sparsity_at(round_index)
+        return prune_to_sparsity(scores, self.masks, sparsity, scope=self.scope, distribution=self.distribution)
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -199,7 +191,7 @@ class IterativePruning(MaskedTraining):
         epoch = trainer.current_epoch
         if self.reset == "rewind" and self.rewind_state is None and epoch == self.rewind_epoch:
             self.rewind_state = snapshot(pl_module)
-            self._save_rewind_checkpoint(trainer)
+            save_in_log_dir(trainer, self.rewind_state, f"rewind_epoch{self.rewind_epoch}.pt")
         while self.round < self.plan.round_of(epoch):
             self._begin_round(trainer, pl_module, self.round + 1)
         super().on_train_epoch_start(trainer, pl_module)
@@ -247,10 +239,6 @@ class IterativePruning(MaskedTraining):
         self.restart_optimization(
             trainer, lr=self.finetune_lr, start_epoch=self.rewind_epoch if self.reset == "rewind" else 0
         )
-
-    def _save_rewind_checkpoint(self, trainer: Trainer) -> None:
-        if self.rewind_state is not None:
-            save_in_log_dir(trainer, self.rewind_state, f"rewind_epoch{self.rewind_epoch}.pt")
 
     def _record_round(self, trainer: Trainer, pl_module: LightningModule, val_acc: float | None) -> None:
         assert self.masks is not None

@@ -18,10 +18,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from pruning_callbacks.callbacks.static import StaticSparse
-from pruning_callbacks.engine.checks import check_int, check_number, renamed
+from pruning_callbacks.engine.checks import check_int, check_number, optional_int, renamed
 from pruning_callbacks.engine.masks import Masks
 from pruning_callbacks.engine.regrowth import RegrowthRecord, drop_and_grow, regrowth_record, zero_grown
-from pruning_callbacks.engine.schedules import CosineDecay
+from pruning_callbacks.engine.schedules import CosineDecay, cosine_update_problem
 from pruning_callbacks.engine.scores import ScoreContext, compute_scores, get_score
 from pruning_callbacks.engine.seeding import derive_seed
 
@@ -154,8 +154,7 @@ class DynamicSparseTraining(StaticSparse):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         regrowth = state_dict.get("regrowth") or {}
-        end_step = regrowth.get("end_step")
-        self.end_step = int(end_step) if end_step is not None else None
+        self.end_step = optional_int(regrowth.get("end_step"))
         self.regrowth_updates = int(regrowth.get("updates", 0))
         previous = regrowth.get("previous_grown")
         self._previous_grown = Masks.from_state_dict(previous) if previous is not None else None
@@ -170,28 +169,17 @@ class DynamicSparseTraining(StaticSparse):
         )
 
     def _check_updates(self, trainer: Trainer, end_step: int, steps: str, relation: str = "=") -> None:
-        """Refuse a schedule without a single mask update (``update_every >= T_end``): a run that never rewires.
-
-        A ``fast_dev_run`` (a few steps to exercise the code, not to train) only gets a warning.
+        """Refuse a schedule without a single mask update (a ``fast_dev_run`` only gets a warning).
 
         Raises:
             ValueError: In one line, with ``update_every``, ``T_end`` (``relation`` ``<=`` for a bound) and the fix.
         """
-        if self.update_every < end_step:
-            return
-        fix = (
-            f"set --trainer.callbacks.update_every to at most {end_step - 1}, or train for more steps"
-            if end_step > 1
-            else "train for more steps (trainer.max_epochs or trainer.max_steps)"
-        )
-        message = (
-            f"{type(self).__name__}: update_every {self.update_every} is not shorter than T_end {relation} {end_step} "
-            f"steps (t_end {self.t_end} × {steps}), so the masks would never change"
-        )
-        if trainer.fast_dev_run:
-            rank_zero_warn(f"{message} (fast_dev_run).")
-            return
-        raise ValueError(f"{message}; {fix}.")
+        name = type(self).__name__
+        problem = cosine_update_problem(name, self.update_every, self.t_end, end_step, steps, relation)
+        if problem is not None and trainer.fast_dev_run:
+            rank_zero_warn(f"{problem[0]} (fast_dev_run).")
+        elif problem is not None:
+            raise ValueError(f"{problem[0]}; {problem[1]}.")
 
     def _check_step_bounds(self, trainer: Trainer) -> None:
         """What can be checked before the train dataloader exists: an endless run, or max_steps below update_every."""

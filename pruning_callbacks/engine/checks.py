@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from collections.abc import Iterable
 from typing import Any, TypeVar
@@ -65,6 +66,16 @@ def check_flag(name: str, value: object, *, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
+def check_path(name: str, value: str | None, kind: str, hint: str = "") -> None:
+    """Require ``value`` to be an existing file (``kind="file"``) or folder (``kind="folder"``), or ``None``.
+
+    Raises:
+        ValueError: ``<name> <value> is not a <kind>`` and ``hint``, when given.
+    """
+    if value is not None and not (os.path.isfile if kind == "file" else os.path.isdir)(value):
+        raise ValueError(f"{name} {value!r} is not a {kind}{'; ' + hint if hint else ''}")
+
+
 def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:
     """Require one of ``allowed``; return it.
 
@@ -75,6 +86,11 @@ def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
     return value
+
+
+def optional_int(value: object) -> int | None:
+    """``int(value)``, or ``None`` for ``None``: how a restored callback state reads an optional step or epoch."""
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def renamed(owner: str, old: str, new: str, old_value: T | None, new_value: T, default: T) -> T:

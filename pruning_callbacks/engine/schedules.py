@@ -215,6 +215,36 @@ class CosineDecay:
         return 0 < step < self.end_step and step % self.update_every == 0
 
 
+def cosine_update_problem(
+    owner: str, update_every: int, t_end: float, end_step: int, steps: str, relation: str = "="
+) -> tuple[str, str] | None:
+    """What is wrong with a prune-and-regrow schedule that never updates the masks (``update_every >= T_end``).
+
+    Args:
+        owner: The method's name, first in the message.
+        update_every: Steps between updates.
+        t_end: Fraction of the training steps after which the masks stop changing.
+        end_step: ``T_end`` in steps (or its upper bound, with ``relation`` ``<=``).
+        steps: What ``T_end`` was computed from, e.g. ``"the run's 6 optimizer steps"``.
+        relation: ``=`` for ``T_end`` itself, ``<=`` for a bound.
+
+    Returns:
+        ``None`` when at least one update happens; otherwise the problem and its fix, each as a phrase.
+    """
+    if update_every < end_step:
+        return None
+    fix = (
+        f"set --trainer.callbacks.update_every to at most {end_step - 1}, or train for more steps"
+        if end_step > 1
+        else "train for more steps (trainer.max_epochs or trainer.max_steps)"
+    )
+    return (
+        f"{owner}: update_every {update_every} is not shorter than T_end {relation} {end_step} steps "
+        f"(t_end {t_end} × {steps}), so the masks would never change",
+        fix,
+    )
+
+
 RESETS = ("rewind", "finetune", "reinit")
 """How a round after the first starts: rewind the weights, keep them (fine-tune), or draw them afresh."""
 
