@@ -38,8 +38,9 @@ from analysis import cli_errors, resume
 from analysis.checkpointing import AtomicCheckpointIO, AutoSave
 from analysis.summary import RunSummary
 from datamodules import CIFAR10DataModule
-from lit_modules import ResNet18Classifier, precision
+from lit_modules import ResNet18Classifier, RobustnessMetrics, precision
 from pruning_callbacks import GradientNormMonitor
+from pruning_callbacks.engine.checks import ToolkitDeprecationWarning
 
 DEFAULT_ROOT_DIR = "runs/default"
 
@@ -82,6 +83,8 @@ class PruningCLI(LightningCLI):
         parser.add_lightning_class_args(AutoSave, "autosave")
         # ``train/grad_norm``: the gradient norm of the remaining weights, on logging steps only.
         parser.add_lightning_class_args(GradientNormMonitor, "grad_norm")
+        # ``test/ece``, ``test/nll``, ``test/ood_auroc``, ``test/adv_fgsm_acc``, ``test/adv_pgd_acc`` at test time.
+        parser.add_lightning_class_args(RobustnessMetrics, "robustness")
 
     def before_instantiate_classes(self) -> None:
         """Settle the run before anything is built or written.
@@ -361,6 +364,8 @@ def main(args: list[str] | None = None, run: bool = True) -> PruningCLI:
     PruningCLI.command_line = list(args) if args is not None else sys.argv[1:]
     PruningCLI.configured = False
     _quiet_lightning()
+    # An old name or option still works for one release; say so (Python hides DeprecationWarning outside __main__).
+    warnings.simplefilter("default", ToolkitDeprecationWarning)
     return PruningCLI(
         ResNet18Classifier,
         CIFAR10DataModule,

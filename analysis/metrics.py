@@ -20,11 +20,12 @@ from lit_modules.metrics import (  # noqa: F401
     ood_auroc,
     pgd,
 )
+from pruning_callbacks.engine.checks import ToolkitDeprecationWarning
 from pruning_callbacks.engine.flow import effective_grad_norm  # noqa: F401
 
 warnings.warn(
     "analysis.metrics moved to lit_modules.metrics (and effective_grad_norm to pruning_callbacks.engine.flow); "
     "the old path will be removed in the next release",
-    DeprecationWarning,
+    ToolkitDeprecationWarning,
     stacklevel=2,
 )

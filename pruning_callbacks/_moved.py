@@ -15,6 +15,8 @@ import types
 import warnings
 from typing import Any
 
+from pruning_callbacks.engine.checks import ToolkitDeprecationWarning
+
 ENGINE = (
     "apply", "channels", "distributions", "io", "masks", "parameters", "regrowth", "schedules", "scores", "seeding",
     "selection", "tracking",
@@ -52,7 +54,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(
             f"{module.__name__} moved to {' and '.join(new)}; import from there (or from {PACKAGE}). "
             "The old path will be removed in the next release.",
-            DeprecationWarning,
+            ToolkitDeprecationWarning,
             stacklevel=2,
         )
         targets = [importlib.import_module(target) for target in new]

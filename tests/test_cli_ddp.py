@@ -27,8 +27,8 @@ STEPS_PER_EPOCH = {1: 6, 2: 3}
 """96 training images in batches of 16: 6 steps per epoch on one process, 3 on each of two ranks."""
 EXTRA = [
     "--data.ood_size", "64",  # the OOD loader and its AUROC stay, at a fraction of the default 10,000 images
-    "--model.adv_samples", "1",  # one attacked image, rank 0's on the synthetic set: rank 1 attacks none
-    "--model.pgd_steps", "1",
+    "--robustness.adv_samples", "1",  # one attacked image, rank 0's on the synthetic set: rank 1 attacks none
+    "--robustness.pgd_steps", "1",
 ]  # fmt: skip
 DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
 HAN_ONE_ITERATION = [

@@ -9,11 +9,11 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torch.utils.data import DataLoader, DistributedSampler
 
-import lit_modules.classifier as classifier_module
+import lit_modules.robustness as robustness_module
 from datamodules import CIFAR10DataModule
 from datamodules.cifar10 import EpochSeededSampler, IndexedTestBatch, ResidentBatchLoader, normalize
 from datamodules.subsets import EVAL_SUBSET_SEED, rank_share, stratified_subset
-from lit_modules import ResNet18Classifier
+from lit_modules import ResNet18Classifier, RobustnessMetrics
 from tests.synthetic import write_batches_py
 
 
@@ -116,8 +116,9 @@ def ordered_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_batches_py(tmp_path_factory.mktemp("ordered"), train_per_class=2, test_per_class=100)
 
 
-def cpu_trainer(tmp_path: Path) -> Trainer:
+def cpu_trainer(tmp_path: Path, *callbacks: RobustnessMetrics) -> Trainer:
     return Trainer(
+        callbacks=list(callbacks),
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -190,21 +191,21 @@ def test_test_batches_carry_their_positions_on_both_paths(ordered_dir, tmp_path,
 
 
 def record_attacked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Record the pixels and labels every FGSM call of the classifier receives."""
+    """Record the pixels and labels every FGSM call of the robustness callback receives."""
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = classifier_module.fgsm
+    original = robustness_module.fgsm
 
     def spy(model, pixels, labels, **kwargs):
         calls.append((pixels.detach().clone(), labels.detach().clone()))
         return original(model, pixels, labels, **kwargs)
 
-    monkeypatch.setattr(classifier_module, "fgsm", spy)
+    monkeypatch.setattr(robustness_module, "fgsm", spy)
     return calls
 
 
-def airplane_model(**kwargs) -> ResNet18Classifier:
+def airplane_model() -> ResNet18Classifier:
     """An untrained width-4 model whose output bias makes it answer class 0 for every image, attacked or not."""
-    model = ResNet18Classifier(width=4, adv_samples=100, **kwargs)
+    model = ResNet18Classifier(width=4)
     with torch.no_grad():
         model.linear.bias.zero_()
         model.linear.bias[0] = 50.0
@@ -215,14 +216,15 @@ def test_untrained_model_is_attacked_on_the_balanced_subset(ordered_dir, tmp_pat
     seed_everything(0)
     calls = record_attacked(monkeypatch)
     dm = make_dm(ordered_dir)
-    model = airplane_model(pgd_steps=2)
-    trainer = cpu_trainer(tmp_path)
+    model = airplane_model()
+    robustness = RobustnessMetrics(adv_samples=100, pgd_steps=2)
+    trainer = cpu_trainer(tmp_path, robustness)
     trainer.test(model, datamodule=dm, verbose=False)
     subset = dm.evaluation_subset(100)
     pixels = torch.cat([pixels for pixels, _ in calls])
     labels = torch.cat([labels for _, labels in calls])
     # Exactly the subset's images, in test-set order, 10 of each class; not the first 100 (all airplanes).
-    assert model._adv_seen == 100 and len(labels) == 100
+    assert robustness.attacked == 100 and len(labels) == 100
     assert torch.equal(labels, dm.test_split.labels[subset])
     assert torch.equal(pixels.mul(255).round().to(torch.uint8), dm.test_split.images[subset])
     assert torch.bincount(labels, minlength=10).tolist() == [10] * 10
@@ -233,8 +235,8 @@ def test_untrained_model_is_attacked_on_the_balanced_subset(ordered_dir, tmp_pat
     assert float(metrics["test/adv_pgd_acc"]) == pytest.approx(0.1)
     # An untrained model without the bias: near chance too.
     seed_everything(0)
-    plain = ResNet18Classifier(width=4, adv_samples=100, pgd_steps=1)
-    trainer = cpu_trainer(tmp_path)
+    plain = ResNet18Classifier(width=4)
+    trainer = cpu_trainer(tmp_path, RobustnessMetrics(adv_samples=100, pgd_steps=1))
     trainer.test(plain, datamodule=dm, verbose=False)
     assert float(trainer.callback_metrics["test/adv_fgsm_acc"]) < 0.35
 
@@ -251,13 +253,14 @@ def test_without_a_subset_the_first_images_are_attacked_with_a_warning(ordered_d
     dm = NoSubsetDataModule(
         data_dir=str(ordered_dir), val_size=0, eval_batch_size=96, seed=3, num_workers=0, download=False, ood=None
     )
-    model = airplane_model(pgd_steps=1)
-    trainer = cpu_trainer(tmp_path)
+    model = airplane_model()
+    robustness = RobustnessMetrics(adv_samples=100, pgd_steps=1)
+    trainer = cpu_trainer(tmp_path, robustness)
     with pytest.warns(UserWarning, match="not stratified") as record:
         trainer.test(model, datamodule=dm, verbose=False)
     assert sum("not stratified" in str(warning.message) for warning in record) == 1
     labels = torch.cat([labels for _, labels in calls])
     # The old behaviour: the first 100 images of a class-ordered test set are all airplanes, so a model that always
     # answers "airplane" looks perfectly robust.
-    assert model._adv_seen == 100 and torch.equal(labels, torch.zeros(100, dtype=torch.long))
+    assert robustness.attacked == 100 and torch.equal(labels, torch.zeros(100, dtype=torch.long))
     assert float(trainer.callback_metrics["test/adv_fgsm_acc"]) == pytest.approx(1.0)

@@ -33,8 +33,8 @@ def extra_args(cifar_dir: Path, run_dir: Path) -> list[str]:
         "--trainer.callbacks.rounds", "1",
         "--trainer.callbacks.epochs_per_round", "1",
         "--model.cosine_epochs", "1",
-        "--model.adv_samples", "20",
-        "--model.pgd_steps", "2",
+        "--robustness.adv_samples", "20",
+        "--robustness.pgd_steps", "2",
         "--data.ood_size", "100",
     ]  # fmt: skip
 

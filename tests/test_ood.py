@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from datamodules import CIFAR10DataModule
 from datamodules.cifar10 import ResidentBatchLoader, normalize
 from datamodules.ood import OOD_LABEL, noise_images, read_image_tree
-from lit_modules import ResNet18Classifier
+from lit_modules import ResNet18Classifier, RobustnessMetrics
 
 TEST_METRICS = (
     "test/acc",
@@ -201,33 +201,59 @@ def test_torchvision_sets_load_as_nchw_uint8(cifar_dir: Path, tmp_path: Path, mo
 # ------------------------------------------------------------------------------------------------ test metrics
 
 
-def test_trainer_test_logs_all_seven_metrics_without_dataloader_suffix(cifar_dir: Path, tmp_path: Path):
+def test_with_the_robustness_callback_test_logs_all_seven_metrics_without_dataloader_suffix(cifar_dir, tmp_path):
     seed_everything(0)
     dm = make_dm(cifar_dir, eval_batch_size=32, ood="gaussian", ood_size=64)
-    model = ResNet18Classifier(width=4, adv_samples=48, pgd_steps=3)
-    trainer = cpu_trainer(tmp_path)
+    model = ResNet18Classifier(width=4)
+    robustness = RobustnessMetrics(adv_samples=48, pgd_steps=3)
+    trainer = cpu_trainer(tmp_path, callbacks=[robustness])
     (clean, ood) = trainer.test(model, datamodule=dm, verbose=False)
 
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
     assert set(metrics) == set(TEST_METRICS)
-    # Metrics logged at the test epoch's end (the OOD AUROC and the attacks, which every DDP rank must log) are
+    # Metrics logged at the test epoch's end (ECE, the OOD AUROC and the attacks, which every DDP rank must log) are
     # reported with every dataloader's results; the OOD loader contributes nothing of its own besides the AUROC.
-    epoch_end = {"test/ood_auroc", "test/adv_fgsm_acc", "test/adv_pgd_acc"}
+    epoch_end = {"test/ece", "test/ood_auroc", "test/adv_fgsm_acc", "test/adv_pgd_acc"}
     assert set(clean) == set(TEST_METRICS) and set(ood) <= epoch_end and "test/ood_auroc" in ood
     assert all(ood[name] == clean[name] for name in set(ood) & set(clean))
     for name in ("test/acc", "test/ece", "test/ood_auroc", "test/adv_fgsm_acc", "test/adv_pgd_acc"):
         assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
     assert metrics["test/nll"] > 0 and metrics["test/nll"] == pytest.approx(metrics["test/loss"])
     # The attacks used exactly the 48 images of the evaluation subset, and left no gradient on the parameters.
-    assert model._adv_seen == 48
+    assert robustness.attacked == 48
     assert all(param.grad is None for param in model.parameters())
 
 
-def test_adversarial_metrics_off_and_no_ood_metric_without_ood_set(cifar_dir: Path, tmp_path: Path):
-    dm = make_dm(cifar_dir, val_size=0, eval_batch_size=50, ood=None)
-    model = ResNet18Classifier(width=4, adv_samples=0)
+def test_the_classifier_alone_logs_accuracy_and_loss(cifar_dir: Path, tmp_path: Path):
+    dm = make_dm(cifar_dir, eval_batch_size=50, ood="gaussian", ood_size=64)
     trainer = cpu_trainer(tmp_path)
-    trainer.test(model, datamodule=dm, verbose=False)
+    trainer.test(ResNet18Classifier(width=4), datamodule=dm, verbose=False)
+    assert {name for name in trainer.callback_metrics if name.startswith("test/")} == {"test/acc", "test/loss"}
+
+
+def test_the_old_model_options_still_attack_with_a_deprecation_warning(cifar_dir: Path, tmp_path: Path):
+    """``ResNet18Classifier(adv_samples=...)`` (``model.adv_samples`` in an old config) gives the same metrics."""
+    dm = make_dm(cifar_dir, eval_batch_size=32, ood="gaussian", ood_size=64)
+    seed_everything(0)
+    with pytest.warns(DeprecationWarning, match=r"adv_samples, pgd_steps moved to the RobustnessMetrics callback"):
+        old = ResNet18Classifier(width=4, adv_samples=48, pgd_steps=3)
+    (callback,) = old.configure_callbacks()
+    assert (callback.adv_samples, callback.pgd_steps, callback.adv_eps) == (48, 3, pytest.approx(8 / 255))
+    trainer = cpu_trainer(tmp_path)
+    trainer.test(old, datamodule=dm, verbose=False)
+    before = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    seed_everything(0)
+    new = ResNet18Classifier(width=4)
+    trainer = cpu_trainer(tmp_path, callbacks=[RobustnessMetrics(adv_samples=48, pgd_steps=3)])
+    trainer.test(new, datamodule=dm, verbose=False)
+    assert set(before) == set(TEST_METRICS)
+    assert before == {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+def test_attacks_off_and_no_ood_metric_without_ood_set(cifar_dir: Path, tmp_path: Path):
+    dm = make_dm(cifar_dir, val_size=0, eval_batch_size=50, ood=None)
+    trainer = cpu_trainer(tmp_path, callbacks=[RobustnessMetrics(adv_samples=0)])
+    trainer.test(ResNet18Classifier(width=4), datamodule=dm, verbose=False)
     assert {name for name in trainer.callback_metrics if name.startswith("test/")} == {
         "test/acc",
         "test/loss",
@@ -242,8 +268,10 @@ def test_adversarial_metrics_off_and_no_ood_metric_without_ood_set(cifar_dir: Pa
 )
 def test_bad_attack_options_are_one_line_errors(option, value):
     with pytest.raises(ValueError, match=option) as excinfo:
-        ResNet18Classifier(width=4, **{option: value})
+        RobustnessMetrics(**{option: value})
     one_line_error(excinfo)
+    with pytest.raises(ValueError, match=option), pytest.warns(DeprecationWarning):
+        ResNet18Classifier(width=4, **{option: value})  # the old options are checked as early
 
 
 def test_checkpoint_without_the_new_options_still_loads(tmp_path: Path):
@@ -254,5 +282,18 @@ def test_checkpoint_without_the_new_options_still_loads(tmp_path: Path):
         {"state_dict": model.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": "2.4.0"}, path
     )
     loaded = ResNet18Classifier.load_from_checkpoint(path, weights_only=False)
-    assert loaded.hparams.adv_samples == 1000 and loaded.hparams.pgd_steps == 10
-    assert loaded.hparams.adv_eps == pytest.approx(8 / 255)
+    assert loaded.hparams.adv_samples is None and loaded.hparams.pgd_steps is None
+    assert loaded.configure_callbacks() == []
+
+
+def test_checkpoint_with_the_old_attack_options_loads_and_keeps_them(tmp_path: Path):
+    """A checkpoint saved before RobustnessMetrics holds the attack options in its hparams: they still apply."""
+    model = ResNet18Classifier(width=4)
+    path = tmp_path / "old.ckpt"
+    hparams = {**model.hparams, "adv_samples": 1000, "adv_eps": 8 / 255, "pgd_steps": 10, "pgd_step_size": 2 / 255}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": "2.6.0"},
+               path)  # fmt: skip
+    with pytest.warns(DeprecationWarning, match="RobustnessMetrics"):
+        loaded = ResNet18Classifier.load_from_checkpoint(path, weights_only=False)
+    (callback,) = loaded.configure_callbacks()
+    assert (callback.adv_samples, callback.pgd_steps) == (1000, 10)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from lightning.pytorch import Trainer, seed_everything
 
 from datamodules import CIFAR10DataModule
-from lit_modules import ResNet18Classifier
+from lit_modules import ResNet18Classifier, RobustnessMetrics
 
 
 def test_narrow_resnet18_learns_real_cifar10(real_cifar_dir):
@@ -16,8 +16,9 @@ def test_narrow_resnet18_learns_real_cifar10(real_cifar_dir):
     data = CIFAR10DataModule(
         str(real_cifar_dir), batch_size=128, train_subset=5000, val_size=1000, num_workers=0, download=False
     )
-    model = ResNet18Classifier(width=8, lr=0.05, lr_scheduler="cosine", adv_samples=256)
+    model = ResNet18Classifier(width=8, lr=0.05, lr_scheduler="cosine")
     trainer = Trainer(
+        callbacks=[RobustnessMetrics(adv_samples=256)],
         accelerator="cpu",
         max_epochs=3,
         logger=False,

@@ -169,6 +169,7 @@ def test_filter_pruning_halves_the_channels_and_slims_exactly(cifar_dir, tmp_pat
     assert [group.bn for group in pruner._groups if group.inner] == inner
     assert len(pruner._groups) == (8 if layers == "inner" else 20)
     assert pruner.channel_sparsity() == 0.5 and pruner.summary_info()["channel_sparsity"] == 0.5
+    assert pruner.summary_info()["score"] == pruner.summary_info()["criterion"] == "l1"  # the old key, one release
     for stream in pruner._streams:  # every writer of a stream loses the same channels
         assert all(torch.equal(pruner.masks[g.key], pruner.masks[stream[0].key]) for g in stream)
     for bn in inner:

@@ -102,7 +102,7 @@ def test_one_command_runs_seeds_and_sparsities_then_reports(cifar_dir, tmp_path)
     command = [
         sys.executable, str(REPO / "cli.py"), "sweep", "--config", str(REPO / "configs" / "quickstart_sparse.yaml"),
         "--seeds", "0", "1", "--set", "trainer.callbacks.target_sparsity=0.5,0.9", "--root", str(root), "--report",
-        "--", *extra, "--data.ood_size", "64", "--model.adv_samples", "16",
+        "--", *extra, "--data.ood_size", "64", "--robustness.adv_samples", "16",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -175,7 +175,8 @@ class FilterPruning(IterativePruning):
     def summary_info(self) -> dict[str, Any]:
         """What the run pruned, for ``summary.json``: the ranked layers and the share of their channels pruned."""
         return {
-            "criterion": self.score,  # the summary key of earlier releases, kept for the report
+            "score": self.score,
+            "criterion": self.score,  # the key's name before "score"; kept for one release, for readers of old keys
             "layers": self.layers,
             "ranked_layers": [group.bn for group in self._groups],
             "residual_streams": [[group.bn for group in stream] for stream in self._streams],

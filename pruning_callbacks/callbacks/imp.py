@@ -72,7 +72,7 @@ class LotteryTicket(IterativePruning):
             rounds=rounds,
             epochs_per_round=epochs_per_round,
             prune_fraction=prune_fraction,
-            criterion="magnitude",
+            score="magnitude",
             scope=scope,
             reset=reset,
             rewind_epoch=rewind_epoch,

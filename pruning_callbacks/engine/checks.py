@@ -17,6 +17,14 @@ T = TypeVar("T")
 C = TypeVar("C", bound=type)
 
 
+class ToolkitDeprecationWarning(DeprecationWarning):
+    """A name or option of this toolkit that still works for one release.
+
+    ``cli.py`` shows these, which Python would otherwise hide (it shows ``DeprecationWarning`` only for code run as
+    ``__main__``).
+    """
+
+
 def interval(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> str:
     """``[low, high]`` with round brackets on the open ends, numbers in ``%g``."""
     return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
@@ -114,7 +122,7 @@ def renamed(owner: str, old: str, new: str, old_value: T | None, new_value: T, d
         return new_value
     warnings.warn(
         f"{owner}: {old} is now called {new}; the old name will be removed in the next release",
-        DeprecationWarning,
+        ToolkitDeprecationWarning,
         stacklevel=3,
     )
     if new_value != default and new_value != old_value:
@@ -134,7 +142,7 @@ def renamed_fields(cls: C, **old_to_new: str) -> C:
                     raise ValueError(f"{cls.__name__}: give {new} or its old name {old}, not both")
                 warnings.warn(
                     f"{cls.__name__}.{old} is now called {new}; the old name will be removed in the next release",
-                    DeprecationWarning,
+                    ToolkitDeprecationWarning,
                     stacklevel=2,
                 )
                 kwargs[new] = kwargs.pop(old)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pruning_callbacks.engine.checks import ToolkitDeprecationWarning
 from pruning_callbacks.engine.masks import Masks
 from pruning_callbacks.engine.scores import SCORES, ScoreContext, ScoreFn, get_score, register_score
 from pruning_callbacks.engine.selection import topk_mask
@@ -271,6 +272,6 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(
         f"pruning_callbacks.engine.regrowth.{old} is deprecated: the grow scores joined the one score registry; "
         f"use pruning_callbacks.engine.scores.{new}. The old name will be removed in the next release.",
-        DeprecationWarning,
+        ToolkitDeprecationWarning,
         stacklevel=3,
     )
