@@ -93,20 +93,3 @@ def test_a_run_saved_with_the_old_names_is_the_same_experiment():
     assert resume.config_differences(old, new, _is_method) == []
     new["trainer"]["callbacks"][0]["init_args"]["update_every"] = 3
     assert resume.config_differences(old, new, _is_method) == ["RigL.update_every 2 -> 3"]
-
-
-def test_the_repository_itself_uses_no_deprecated_name(cifar_dir, tmp_path):
-    """Every config instantiates without a deprecation warning: the callbacks pass the new names to each other."""
-    import warnings
-
-    from pruning_callbacks.engine.checks import ToolkitDeprecationWarning
-    from tests.test_cli import CONFIGS, dense_checkpoint_overrides, masks_from_overrides
-
-    for config in CONFIGS:
-        overrides = [*tiny_overrides(cifar_dir, tmp_path), *dense_checkpoint_overrides(config, tmp_path),
-                     *masks_from_overrides(config, tmp_path)]  # fmt: skip
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            main(["--config", str(config), *overrides], run=False)
-        deprecated = [str(w.message) for w in caught if issubclass(w.category, ToolkitDeprecationWarning)]
-        assert not deprecated, (config.name, deprecated)
