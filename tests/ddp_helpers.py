@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from pruning_callbacks import MaskedTraining
-from tests.helpers import REPO
+from tests.helpers import REPO, quiet_trainer
 
 RANK_STATE_DIR = "rank_state"
 """Folder of the run directory where :class:`DumpRankState` writes ``<stage>_rank<r>.pt``."""
@@ -93,17 +93,7 @@ def ddp_fit(
     from datamodules import CIFAR10DataModule
     from lit_modules import ResNet18Classifier
 
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
+    trainer = quiet_trainer(None, [callback], devices=2, strategy="ddp", max_epochs=max_epochs)
     model = ResNet18Classifier(width=4)
     data = CIFAR10DataModule(
         data_dir, batch_size=16, val_size=val_size, train_subset=train_subset, num_workers=0, download=False

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -87,6 +89,25 @@ class SigtermAtStep(Callback):
                 os.killpg(os.getpgid(0), signal.SIGTERM)
             else:
                 os.kill(os.getpid(), signal.SIGTERM)
+
+
+QUIET_TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+"""A one-process CPU Trainer that writes nothing and prints no bar or summary: what most callback tests fit with."""
+
+
+def quiet_trainer(root: Path | None = None, callbacks: Sequence[Callback] = (), **kwargs: Any) -> Trainer:
+    """A :data:`QUIET_TRAINER` in ``root`` (``default_root_dir``) with ``callbacks``; ``kwargs`` override."""
+    settings: dict[str, Any] = {**QUIET_TRAINER, "callbacks": list(callbacks)}
+    if root is not None:
+        settings["default_root_dir"] = root
+    return Trainer(**{**settings, **kwargs})
 
 
 def tiny_overrides(data_dir: Path, root_dir: Path, epochs: int = 1) -> list[str]:

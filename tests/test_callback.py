@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_modules import ResNet18, ResNet18Classifier
 from pruning_callbacks import Masks, PruneAtInit
 from pruning_callbacks.engine.apply import MaskApplier
-from tests.helpers import EpochPruner
+from tests.helpers import EpochPruner, quiet_trainer
 
 
 def loader(n: int = 64, batch_size: int = 16, seed: int = 0) -> DataLoader:
@@ -22,18 +22,7 @@ def loader(n: int = 64, batch_size: int = 16, seed: int = 0) -> DataLoader:
 
 
 def trainer(tmp_path, **kwargs) -> Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    defaults.update(kwargs)
-    return Trainer(**defaults)
+    return quiet_trainer(tmp_path, **{"max_epochs": 1, **kwargs})
 
 
 def pruned_positions_are_zero(module: torch.nn.Module, masks: Masks) -> bool:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 from torch._dynamo.testing import CompileCounter
 
 from datamodules import CIFAR10DataModule
@@ -23,6 +23,7 @@ from pruning_callbacks import LotteryTicket
 from pruning_callbacks.callbacks.dynamic import random_sparse_masks
 from pruning_callbacks.engine.apply import MaskApplier
 from pruning_callbacks.engine.parameters import prunable_parameters
+from tests.helpers import quiet_trainer
 
 
 @pytest.fixture
@@ -94,16 +95,7 @@ def test_iterative_pruning_rounds_after_the_first_do_not_recompile(compile_count
     data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=96, num_workers=0, download=False)
     pruner = LotteryTicket(rounds=2, epochs_per_round=1, prune_fraction=0.2)
     graphs = GraphsAtEpochStart(compile_counter)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[pruner, graphs],
-    )
+    trainer = quiet_trainer(tmp_path, [pruner, graphs], max_epochs=3)
     trainer.fit(ResNet18Classifier(width=4, compile=True), datamodule=data)
 
     assert [row["round"] for row in pruner.rows] == [0, 1, 2]

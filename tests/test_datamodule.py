@@ -31,7 +31,7 @@ from datamodules.cifar10 import (
     augmentation_plan,
     normalize,
 )
-from tests.helpers import REPO
+from tests.helpers import REPO, quiet_trainer
 from tests.synthetic import nearest_class, synthetic_cifar10, write_batches_py, write_image_folder
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
@@ -49,15 +49,7 @@ def batches_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cpu_trainer(**kwargs) -> Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return Trainer(**{**defaults, **kwargs})
+    return quiet_trainer(**kwargs)
 
 
 def make_dm(root: Path, stage: str = "fit", **kwargs) -> CIFAR10DataModule:

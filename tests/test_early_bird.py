@@ -26,7 +26,7 @@ from pruning_callbacks.engine.channels import (
     expand_channel_masks,
 )
 from pruning_callbacks.engine.masks import Masks
-from tests.helpers import REPO, tiny_overrides
+from tests.helpers import REPO, quiet_trainer, tiny_overrides
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The window rule, as the authors' code compares masks.
@@ -198,17 +198,7 @@ class PrunedChannelsAreZero(Callback):
 def fit_resnet(cifar_dir, tmp_path, callbacks, epochs, **trainer_kwargs) -> Trainer:
     seed_everything(0)
     data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=96, num_workers=0, download=False)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(tmp_path, callbacks, max_epochs=epochs, **trainer_kwargs)
     trainer.fit(ResNet18Classifier(width=4, lr=0.05, milestones=[2], gamma=0.5), datamodule=data)
     return trainer
 
@@ -332,16 +322,7 @@ def loader() -> DataLoader:
 
 
 def fit_tiny(tmp_path, callback, epochs, lr=0.0, ckpt_path=None) -> Trainer:
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
-    )
+    trainer = quiet_trainer(tmp_path, [callback], max_epochs=epochs)
     trainer.fit(Tiny(lr), train_dataloaders=loader(), ckpt_path=ckpt_path)
     return trainer
 

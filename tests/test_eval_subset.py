@@ -14,6 +14,7 @@ from datamodules import CIFAR10DataModule
 from datamodules.cifar10 import EpochSeededSampler, IndexedTestBatch, ResidentBatchLoader, normalize
 from datamodules.subsets import EVAL_SUBSET_SEED, rank_share, stratified_subset
 from lit_modules import ResNet18Classifier, RobustnessMetrics
+from tests.helpers import quiet_trainer
 from tests.synthetic import write_batches_py
 
 
@@ -117,16 +118,7 @@ def ordered_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cpu_trainer(tmp_path: Path, *callbacks: RobustnessMetrics) -> Trainer:
-    return Trainer(
-        callbacks=list(callbacks),
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    return quiet_trainer(tmp_path, callbacks)
 
 
 def make_dm(root: Path, **kwargs) -> CIFAR10DataModule:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -21,6 +21,7 @@ from lit_modules.metrics import (
 )
 from pruning_callbacks import GradientNormMonitor, MaskedTraining, Masks
 from pruning_callbacks.engine.flow import effective_grad_norm
+from tests.helpers import quiet_trainer
 
 # ------------------------------------------------------------------------------------------------ calibration
 
@@ -276,17 +277,7 @@ def test_gradient_norm_monitor_logs_on_logging_steps_only(tmp_path, masked):
     expected = ExpectedNorm(masking)
     callbacks = [*([masking] if masking else []), GradientNormMonitor(), expected]
     model = TinyNet()
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        log_every_n_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-    )
+    trainer = quiet_trainer(tmp_path, callbacks, max_epochs=1, log_every_n_steps=3)
     trainer.fit(model, DataLoader(data, batch_size=4))  # 7 steps: 0..6
     logged = [(step, value) for step, name, value in model.logged if name == "train/grad_norm"]
     # Lightning logs the steps whose 1-based index is a multiple of 3 (global_step 2 and 5 before the step).

@@ -17,6 +17,7 @@ from datamodules import CIFAR10DataModule
 from datamodules.cifar10 import ResidentBatchLoader, normalize
 from datamodules.ood import OOD_LABEL, noise_images, read_image_tree
 from lit_modules import ResNet18Classifier, RobustnessMetrics
+from tests.helpers import quiet_trainer
 
 TEST_METRICS = (
     "test/acc",
@@ -30,16 +31,7 @@ TEST_METRICS = (
 
 
 def cpu_trainer(tmp_path: Path, **kwargs) -> Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return Trainer(**{**defaults, **kwargs})
+    return quiet_trainer(tmp_path, **kwargs)
 
 
 def make_dm(root: Path, **kwargs) -> CIFAR10DataModule:

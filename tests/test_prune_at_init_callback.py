@@ -13,6 +13,7 @@ from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier
 from pruning_callbacks import PruneAtInit
 from pruning_callbacks.callbacks import prune_at_init
+from tests.helpers import quiet_trainer
 
 
 def loader(n: int = 32, batch_size: int = 16, seed: int = 0, scale: float = 1.0) -> DataLoader:
@@ -23,19 +24,7 @@ def loader(n: int = 32, batch_size: int = 16, seed: int = 0, scale: float = 1.0)
 
 
 def trainer(tmp_path, callbacks, **kwargs) -> Trainer:
-    settings = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-    )
-    settings.update(kwargs)
-    return Trainer(**settings)
+    return quiet_trainer(tmp_path, callbacks, **{"max_epochs": 1, **kwargs})
 
 
 class FirstBatch(ResNet18Classifier):

@@ -24,6 +24,7 @@ from pruning_callbacks.engine.channels import (
     stream_channel_masks,
 )
 from pruning_callbacks.engine.masks import Masks
+from tests.helpers import quiet_trainer
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The filter rule of Li et al. 2017, by hand.
@@ -148,15 +149,7 @@ def _fit_filters(cifar_dir, tmp_path, **kwargs) -> tuple[Trainer, FilterPruning,
     seed_everything(0)
     data = CIFAR10DataModule(str(cifar_dir), batch_size=16, val_size=32, train_subset=64, num_workers=0, download=False)
     pruner = FilterPruning(channel_sparsity=0.5, evaluate_test=False, log_chart=False, **kwargs)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[pruner],
-    )
+    trainer = quiet_trainer(tmp_path, [pruner], max_epochs=2, enable_checkpointing=True)
     model = ResNet18Classifier(width=4)
     trainer.fit(model, datamodule=data)
     return trainer, pruner, model
