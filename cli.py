@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from analysis import cli_errors, resume
 from analysis.checkpointing import AtomicCheckpointIO, AutoSave
-from analysis.summary import RunSummary
+from analysis.summary import RunSummary, fit_completed
 from datamodules import CIFAR10DataModule
 from lit_modules import ResNet18Classifier, RobustnessMetrics, precision
 from pruning_callbacks import GradientNormMonitor
@@ -77,6 +77,12 @@ class PruningCLI(LightningCLI):
             action="store_true",
             help="Start over in a run directory that holds a checkpoint (fit resumes from it by default); the old "
             "directory is moved aside to <dir>.replaced-<time>, never deleted.",
+        )
+        parser.add_argument(
+            "--then_test",
+            action="store_true",
+            help="fit only: once fit has run to its end, test the run's last.ckpt in the same process, as `test` "
+            "would (what `python cli.py sweep` does); a fit cut short, or one under DDP, is not tested here.",
         )
         parser.add_lightning_class_args(RunSummary, "summary")
         # Mid-epoch last.ckpt every 10 minutes and on SIGTERM / Ctrl-C, so a dropped session loses minutes, not epochs.
@@ -123,6 +129,8 @@ class PruningCLI(LightningCLI):
         if _owns_epoch_budget(config):
             # The multi-round method sets max_epochs to the total of its rounds (and says so).
             warnings.filterwarnings("ignore", message=r".*`max_epochs` was not set.*")
+        if config.get("then_test") and self.subcommand != "fit":
+            raise ValueError(f"--then_test goes with fit (it tests after fitting), not with {self.subcommand}")
         if self.subcommand is not None:
             self._choose_checkpoint(config)
 
@@ -205,7 +213,9 @@ class PruningCLI(LightningCLI):
     """The arguments this run was started with (after ``cli.py``), for the commands the end of a run prints."""
 
     def after_fit(self) -> None:
-        """End the run with where everything is and the two commands that come next."""
+        """With ``--then_test``, test ``last.ckpt``; then say where everything is and which commands come next."""
+        if self.config.fit.get("then_test"):
+            self._test_after_fit()
         if not self.trainer.is_global_zero:
             return
         run_dir = Path(self.trainer.default_root_dir)
@@ -226,6 +236,19 @@ class PruningCLI(LightningCLI):
             f"  {'resume or extend':<18}python cli.py {shlex.join(again)}  (the same command; --fresh starts over)"
         )
         rank_zero_info("\n".join(lines))
+
+    def _test_after_fit(self) -> None:
+        """Test the run's ``last.ckpt`` in this process, as ``python cli.py test`` would, if ``fit`` ran to its end.
+
+        Saves a process (and its start-up) per run. Under DDP the test is left to its own ``test`` command: the ranks
+        would first have to agree that fit completed.
+        """
+        trainer = self.trainer
+        last = Path(trainer.default_root_dir) / resume.CHECKPOINT_DIR / resume.LAST
+        if trainer.world_size > 1 or trainer.interrupted or not fit_completed(trainer) or not last.is_file():
+            rank_zero_info("--then_test: fit did not run to its end here (or runs under DDP); not tested.")
+            return
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=str(last), weights_only=False)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then refuse an explicit ``--ckpt_path`` of another model shape before Lightning adopts its settings.

@@ -82,6 +82,15 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def fit_completed(trainer: Trainer) -> bool:
+    """Whether ``fit`` ran to its end, rather than being cut short by ``trainer.max_time``."""
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    if timer is None:
+        return True
+    remaining = timer.time_remaining("train")
+    return remaining is None or remaining > 0
+
+
 class RunSummary(Callback):
     """Write ``summary.json`` (and the sparse export it measures) at the end of every ``fit`` and ``test``.
 
@@ -147,14 +156,6 @@ class RunSummary(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.interrupted:
             self._write(trainer, pl_module, "fit")
-
-    def _fit_completed(self, trainer: Trainer) -> bool:
-        """Whether ``fit`` ran to its end, rather than being cut short by ``trainer.max_time``."""
-        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
-        if timer is None:
-            return True
-        remaining = timer.time_remaining("train")
-        return remaining is None or remaining > 0
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -308,7 +309,7 @@ class RunSummary(Callback):
             summary["flops"]["training_total"] = self.training_flops
             summary["flops"]["training_dense_equivalent"] = 3.0 * count.total * self.training_samples
             summary["fit"] = {
-                "completed": self._fit_completed(trainer),
+                "completed": fit_completed(trainer),
                 "epochs": trainer.current_epoch,
                 "global_step": trainer.global_step,
                 "training_samples": self.training_samples,

@@ -6,8 +6,9 @@ Example: random ERK pruning at 90% and 99% sparsity, three seeds each, then the 
         --set trainer.callbacks.target_sparsity=0.9,0.99 --report
 
 Each combination of ``--set`` values and seeds is one run in its own directory,
-``<root>/<label>/<key>=<value>.../seed<k>``, trained with ``python cli.py fit`` and then evaluated with
-``python cli.py test`` on its ``last.ckpt``. A run whose ``summary.json`` says it finished both is skipped; a run
+``<root>/<label>/<key>=<value>.../seed<k>``, trained with ``python cli.py fit --then_test``, which evaluates its
+``last.ckpt`` in the same process once fit has run to its end (``python cli.py test`` does it instead where fit could
+not: under DDP, or for a run fitted earlier). A run whose ``summary.json`` says it finished both is skipped; a run
 that was interrupted continues from its ``last.ckpt`` (``--ckpt_path last``), so re-running the same command after
 a crash picks up where it stopped. Arguments after ``--`` go to every ``fit`` and ``test`` unchanged (for example
 ``-- --data.data_dir /tmp/cifar10``).
@@ -153,7 +154,9 @@ def _max_time(seconds: float) -> str:
 def commands(
     run: Run, config: str, label: str, extra: Sequence[str], status: str, max_time_s: float | None = None
 ) -> list[list[str]]:
-    """The ``fit`` (unless fitted) and ``test`` command lines of ``run``.
+    """The ``fit --then_test`` (unless fitted) and ``test`` command lines of ``run``.
+
+    The ``test`` command runs only where the fit process did not test (under DDP, or a run fitted earlier).
 
     ``{seed}`` in a setting's value or in ``extra`` becomes the run's seed (e.g. a per-seed ``dense_checkpoint``).
     ``max_time_s`` stops ``fit`` after that many seconds (``trainer.max_time``); the run then resumes next time.
@@ -171,7 +174,7 @@ def commands(
     if status in ("new", "partial"):
         resume = ["--ckpt_path", "last"] if status == "partial" else []
         limit = ["--trainer.max_time", _max_time(max_time_s)] if max_time_s is not None else []
-        result.append([sys.executable, str(CLI), "fit", *common, *limit, *resume])
+        result.append([sys.executable, str(CLI), "fit", "--then_test", *common, *limit, *resume])
     last = run.directory / "checkpoints" / "last.ckpt"
     result.append([sys.executable, str(CLI), "test", *common, "--ckpt_path", str(last)])
     return result
@@ -245,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 print(" ".join(command))
                 continue
+            if command[2] == "test" and run_status(run) == "done":
+                continue  # tested by the fit process itself (--then_test)
             os.makedirs(run.directory, exist_ok=True)
             if subprocess.run(command, check=False).returncode != 0:
                 print(f"[sweep] {run.index}: {run.name}: FAILED: {' '.join(command)}", file=sys.stderr, flush=True)

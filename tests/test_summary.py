@@ -23,6 +23,23 @@ def fit_and_test(config, cifar_dir, root, *extra, epochs=1):
     return fit, test, read_summary(root / "summary.json")
 
 
+def test_then_test_tests_in_the_fit_process_exactly_as_a_test_command(cifar_dir, tmp_path):
+    """``fit --then_test`` (what the sweep runs) gives the summary a separate ``test`` command gives, in one process."""
+    robustness = ["--data.ood_size", "64", "--robustness.adv_samples", "16", "--robustness.pgd_steps", "2"]
+    _, _, separate = fit_and_test(SPARSE, cifar_dir, tmp_path / "separate", *robustness)
+    main(["fit", "--config", SPARSE, *tiny_overrides(cifar_dir, tmp_path / "one"), *robustness, "--then_test"])
+    together = read_summary(tmp_path / "one" / "summary.json")
+    assert is_complete(together) and together["test"]["global_step"] == together["fit"]["global_step"]
+    assert len(together["test"]["metrics"]) == 7
+    assert together["test"]["metrics"] == separate["test"]["metrics"]
+    assert together["fit"]["metrics"] == separate["fit"]["metrics"]
+
+
+def test_then_test_is_for_fit_only(cifar_dir, tmp_path):
+    with pytest.raises(ValueError, match="--then_test goes with fit"):
+        main(["test", "--config", SPARSE, *tiny_overrides(cifar_dir, tmp_path), "--then_test"])
+
+
 def test_fit_then_test_writes_one_complete_summary(cifar_dir, tmp_path):
     fit, _, summary = fit_and_test(SPARSE, cifar_dir, tmp_path, "--seed_everything", "3")
     assert is_complete(summary)

@@ -136,6 +136,7 @@ def test_seed_placeholders_and_single_valued_settings(tmp_path):
     # The single-valued setting is not in the directory name; {seed} is the run's seed.
     assert runs[1].directory == tmp_path / "han" / "lr=0.2" / "seed3"
     assert runs[1].settings[0] == ("trainer.callbacks.dense_checkpoint", "runs/dense/seed3/last.ckpt")
-    fit, _ = commands(runs[0], "c.yaml", "han", ["--data.data_dir", "/d{seed}"], "new", max_time_s=3725.5)
+    fit, test = commands(runs[0], "c.yaml", "han", ["--data.data_dir", "/d{seed}"], "new", max_time_s=3725.5)
     assert fit[fit.index("--data.data_dir") + 1] == "/d3"
+    assert fit[2] == "fit" and "--then_test" in fit and test[2] == "test" and "--then_test" not in test
     assert fit[fit.index("--trainer.max_time") + 1] == "00:01:02:05"
