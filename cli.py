@@ -220,7 +220,8 @@ class PruningCLI(LightningCLI):
             return
         run_dir = Path(self.trainer.default_root_dir)
         again = _without(self.command_line, flags=("--fresh",), options=("--ckpt_path",))
-        test = ["test", *again[1:]] if again and again[0] == "fit" else again
+        tested = _without(again, flags=("--then_test",), options=())
+        test = ["test", *tested[1:]] if tested and tested[0] == "fit" else tested
         files = [
             ("checkpoint", run_dir / resume.CHECKPOINT_DIR / resume.LAST),
             ("summary", run_dir / "summary.json"),
@@ -245,8 +246,15 @@ class PruningCLI(LightningCLI):
         """
         trainer = self.trainer
         last = Path(trainer.default_root_dir) / resume.CHECKPOINT_DIR / resume.LAST
-        if trainer.world_size > 1 or trainer.interrupted or not fit_completed(trainer) or not last.is_file():
-            rank_zero_info("--then_test: fit did not run to its end here (or runs under DDP); not tested.")
+        reasons = {
+            "it runs under DDP (test it with the command below)": trainer.world_size > 1,
+            "fit was interrupted": trainer.interrupted,
+            "fit was cut short by trainer.max_time": not fit_completed(trainer),
+            f"there is no {last}": not last.is_file(),
+        }
+        reason = next((why for why, applies in reasons.items() if applies), None)
+        if reason is not None:
+            rank_zero_info(f"--then_test: not tested in this process: {reason}.")
             return
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=str(last), weights_only=False)
 
