@@ -147,6 +147,14 @@ class RobustnessMetrics(Callback):
             raise ValueError(
                 f"RobustnessMetrics needs test_step to return the batch's logits, got {type(outputs).__name__}"
             )
+        # In the precision of test_step itself (autocast under 16-mixed / bf16-mixed): the NLL is then the loss's
+        # value, and the attacks run the model as its test does.
+        with trainer.precision_plugin.test_step_context():
+            self._measure(trainer, pl_module, outputs, batch, dataloader_idx)
+
+    def _measure(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Tensor, batch: Any, dataloader_idx: int
+    ) -> None:
         if dataloader_idx == 1:
             scores = msp_scores(outputs)
             self._metrics["ood_auroc"].update(scores, torch.zeros_like(scores, dtype=torch.long))

@@ -216,6 +216,17 @@ def test_with_the_robustness_callback_test_logs_all_seven_metrics_without_datalo
     assert all(param.grad is None for param in model.parameters())
 
 
+def test_under_bf16_mixed_the_callback_measures_in_the_test_steps_precision(cifar_dir: Path, tmp_path: Path):
+    """The callback runs in test_step's autocast: its NLL is the loss to the last bit, not a bf16 recomputation."""
+    seed_everything(0)
+    dm = make_dm(cifar_dir, eval_batch_size=32, ood="gaussian", ood_size=64)
+    trainer = cpu_trainer(tmp_path, precision="bf16-mixed", callbacks=[RobustnessMetrics(adv_samples=16, pgd_steps=1)])
+    trainer.test(ResNet18Classifier(width=4), datamodule=dm, verbose=False)
+    metrics = trainer.callback_metrics
+    assert float(metrics["test/nll"]) == float(metrics["test/loss"])
+    assert {"test/ece", "test/ood_auroc", "test/adv_fgsm_acc", "test/adv_pgd_acc"} <= set(metrics)
+
+
 def test_the_classifier_alone_logs_accuracy_and_loss(cifar_dir: Path, tmp_path: Path):
     dm = make_dm(cifar_dir, eval_batch_size=50, ood="gaussian", ood_size=64)
     trainer = cpu_trainer(tmp_path)
