@@ -15,8 +15,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_modules.precision import channels_last_by_default
 from lit_modules.resnet import build_resnet18_layers, resnet18_forward
-from lit_modules.robustness import ATTACK_OPTIONS, RobustnessMetrics, finite_number
-from pruning_callbacks.engine.checks import ToolkitDeprecationWarning
+from lit_modules.robustness import ATTACK_OPTIONS, RobustnessMetrics
+from pruning_callbacks.engine.checks import ToolkitDeprecationWarning, finite_number
 from pruning_callbacks.lightning_compat import attached_trainer
 
 OPTIMIZERS = ("sgd", "adamw")

@@ -22,16 +22,12 @@ from typing_extensions import override
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from datamodules.subsets import rank_share
 from lit_modules.metrics import CALIBRATION_BINS, fgsm, msp_scores, pgd
+from pruning_callbacks.engine.checks import finite_number
 from pruning_callbacks.engine.seeding import generator as seeded_generator
 from pruning_callbacks.engine.seeding import global_seed
 
 ATTACK_OPTIONS = ("adv_samples", "adv_eps", "pgd_steps", "pgd_step_size")
 """The attack settings, which ``ResNet18Classifier`` took before this callback existed (deprecated there)."""
-
-
-def finite_number(value: object) -> bool:
-    """Whether ``value`` is a real, finite number (not a bool, a string, NaN or infinity)."""
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def check_attack_options(adv_samples: object, adv_eps: object, pgd_steps: object, pgd_step_size: object) -> None:

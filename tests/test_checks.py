@@ -13,6 +13,7 @@ from pruning_callbacks.engine.checks import (
     check_int,
     check_number,
     check_path,
+    finite_number,
     interval,
     optional_int,
 )
@@ -69,3 +70,8 @@ def test_check_path_names_the_value_and_the_kind(tmp_path) -> None:
 def test_optional_int() -> None:
     assert optional_int(None) is None
     assert optional_int(3) == 3 and isinstance(optional_int(3.0), int)
+
+
+def test_finite_number() -> None:
+    assert finite_number(1) and finite_number(-0.5)
+    assert not any(finite_number(value) for value in (True, "1", None, math.nan, math.inf, -math.inf))

@@ -227,6 +227,15 @@ def test_under_bf16_mixed_the_callback_measures_in_the_test_steps_precision(cifa
     assert {"test/ece", "test/ood_auroc", "test/adv_fgsm_acc", "test/adv_pgd_acc"} <= set(metrics)
 
 
+def test_the_callback_names_what_it_needs_from_the_module():
+    from lightning.pytorch import LightningModule
+
+    with pytest.raises(ValueError, match="needs a module with num_classes in its hparams"):
+        RobustnessMetrics().setup(None, LightningModule(), "test")
+    with pytest.raises(ValueError, match="needs test_step to return the batch's logits, got NoneType"):
+        RobustnessMetrics().on_test_batch_end(None, LightningModule(), None, (None, None), 0)
+
+
 def test_the_classifier_alone_logs_accuracy_and_loss(cifar_dir: Path, tmp_path: Path):
     dm = make_dm(cifar_dir, eval_batch_size=50, ood="gaussian", ood_size=64)
     trainer = cpu_trainer(tmp_path)

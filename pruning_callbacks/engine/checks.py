@@ -43,6 +43,11 @@ def check_int(name: str, value: object, minimum: int, *, allow_none: bool = Fals
         raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}.")
 
 
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is a real, finite number (not a bool, a string, NaN or infinity)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def check_number(
     name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
 ) -> float:
@@ -56,7 +61,7 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number in {allowed}, got {value!r}.")
     if (
-        not math.isfinite(value)
+        not finite_number(value)
         or (value <= low if low_open else value < low)
         or (value >= high if high_open else value > high)
     ):
